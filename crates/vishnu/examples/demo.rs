@@ -1,0 +1,196 @@
+//! The vishnu demo: a visit counter, login and logout over sessions.
+//!
+//! ```text
+//! cargo run --example demo -- [--port 3000] [--store memory]
+//! ```
+//!
+//! Routes: `GET /` (page), `GET /public` (never touches the session),
+//! `GET /counter`, `POST /login` (form field `user`), `GET /whoami`, `POST /logout`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::Form;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Deserialize;
+use vishnu::{Config, MemoryStore, Session, SessionError, SessionLayer, SessionStore};
+
+struct Args {
+    port: u16,
+    store: String,
+    timeout: Option<u64>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        port: 3000,
+        store: "memory".into(),
+        timeout: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
+        match flag.as_str() {
+            "--port" => {
+                let v = value("--port")?;
+                args.port = v
+                    .parse()
+                    .map_err(|_| format!("--port: {v:?} is not a port number"))?;
+            }
+            "--store" => args.store = value("--store")?,
+            "--timeout" => {
+                let v = value("--timeout")?;
+                args.timeout = Some(
+                    v.parse()
+                        .map_err(|_| format!("--timeout: {v:?} is not a number of seconds"))?,
+                );
+            }
+            "-h" | "--help" => {
+                println!("usage: demo [--port N] [--store URL] [--timeout SECONDS]\n  --store: memory (default)");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?} (try --help)")),
+        }
+    }
+    Ok(args)
+}
+
+fn open_store(url: &str) -> Result<Box<dyn SessionStore>, String> {
+    match url {
+        "memory" => Ok(Box::new(MemoryStore::new().with_capacity(1_000_000))),
+        other => Err(format!(
+            "--store {other:?}: unknown store (this build supports: memory)"
+        )),
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,vishnu=info".into()),
+        )
+        .init();
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("demo: {e}");
+            std::process::exit(2);
+        }
+    };
+    let store = match open_store(&args.store) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("demo: {e}");
+            std::process::exit(2);
+        }
+    };
+    let secret = std::env::var("VISHNU_SECRET")
+        .unwrap_or_else(|_| "demo secret: change me, at least 32 bytes long".into());
+    let mut builder = Config::builder()
+        .secret(secret)
+        .shared_store(store.into())
+        .auto_save(true)
+        // The demo serves plain http on localhost, where browsers drop Secure
+        // cookies; the library default (secure = true) stays on for real apps.
+        .secure(false);
+    if let Some(t) = args.timeout {
+        builder = builder.timeout(Duration::from_secs(t));
+    }
+    let config = match builder.build() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("demo: configuration: {e}");
+            std::process::exit(2);
+        }
+    };
+    let app = Router::new()
+        .route("/", get(index))
+        .route("/public", get(|| async { "public" }))
+        .route("/counter", get(counter))
+        .route("/login", post(login))
+        .route("/whoami", get(whoami))
+        .route("/logout", post(logout))
+        .layer(SessionLayer::new(config));
+    let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("demo: cannot listen on {addr}: {e}");
+            std::process::exit(1);
+        }
+    };
+    println!("vishnu demo on http://{addr} (store: {})", args.store);
+    if let Err(e) = axum::serve(listener, app).await {
+        eprintln!("demo: server error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+async fn index(session: Session) -> Result<Html<String>, SessionError> {
+    let visits: u64 = session.get("counter").await?.unwrap_or(0);
+    let user: Option<String> = session.get("user").await?;
+    let who = match &user {
+        Some(u) => format!("<p>Logged in as <b id=\"user\">{}</b></p>", escape(u)),
+        None => "<p id=\"user\">Not logged in</p>".to_owned(),
+    };
+    Ok(Html(format!(
+        "<!doctype html><html><head><title>vishnu demo</title></head><body>\
+         <h1>vishnu demo</h1><p>Visits: <span id=\"counter\">{visits}</span> \
+         (<a href=\"/counter\">count one more</a>)</p>{who}\
+         <form method=\"post\" action=\"/login\"><input name=\"user\" placeholder=\"user name\">\
+         <button type=\"submit\">Log in</button></form>\
+         <form method=\"post\" action=\"/logout\"><button id=\"logout\" type=\"submit\">Log out</button></form>\
+         </body></html>"
+    )))
+}
+
+async fn counter(session: Session) -> Result<String, SessionError> {
+    let n: u64 = session
+        .update("counter", |n: Option<u64>| n.unwrap_or(0) + 1)
+        .await?;
+    Ok(n.to_string())
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    user: String,
+}
+
+async fn login(session: Session, Form(form): Form<LoginForm>) -> Response {
+    let user = form.user.trim();
+    if user.is_empty() || user.len() > 64 {
+        return (StatusCode::BAD_REQUEST, "user: 1 to 64 characters").into_response();
+    }
+    if let Err(e) = session.set("user", user) {
+        return e.into_response();
+    }
+    // A new id after login: an id known before (fixation) is worthless after.
+    if let Err(e) = session.cycle_id().await {
+        return e.into_response();
+    }
+    Redirect::to("/").into_response()
+}
+
+async fn whoami(session: Session) -> Result<Response, SessionError> {
+    Ok(match session.get::<String>("user").await? {
+        Some(user) => user.into_response(),
+        None => (StatusCode::UNAUTHORIZED, "not logged in").into_response(),
+    })
+}
+
+async fn logout(session: Session) -> Result<Redirect, SessionError> {
+    session.terminate().await?;
+    Ok(Redirect::to("/"))
+}

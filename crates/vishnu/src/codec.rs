@@ -1,0 +1,447 @@
+//! The cookie value: key derivation, signing, sealing, verification and key rotation.
+//!
+//! # Format (version 1 signed, version 2 sealed)
+//!
+//! ```text
+//! signed:  base64url( 0x01 || payload || HMAC-SHA256(k_sign, 0x01 || len(name) || name || payload) )
+//! sealed:  base64url( 0x02 || nonce(12) || AES-256-GCM(k_enc, nonce, payload || tag, aad = 0x02 || name) )
+//!          where tag = HMAC-SHA256(k_sign, 0x02 || len(name) || name || payload)
+//! ```
+//!
+//! `k_sign = HKDF-SHA256(salt = "vishnu v1", ikm = secret, info = "vishnu cookie signing")` and
+//! `k_enc = HKDF-SHA256(salt = "vishnu v1", ikm = encrypt key, info = "vishnu cookie encryption")`:
+//! separate keys for separate purposes, so changing the encryption key leaves
+//! signatures valid and vice versa. The cookie name is authenticated, so the
+//! value of one cookie cannot be replayed under another name. base64 is
+//! unpadded and canonical: any other spelling of the same bytes is rejected.
+//!
+//! For server-side stores the payload is the 16-byte session id. Decoding
+//! tries the current secret, then each fallback secret; a value verified with a
+//! fallback is reported as such so that the engine re-issues it under the
+//! current secret.
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use hkdf::Hkdf;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Version byte of a signed (not encrypted) cookie value.
+pub const VERSION_SIGNED: u8 = 1;
+/// Version byte of a sealed (AES-256-GCM encrypted) cookie value.
+pub const VERSION_SEALED: u8 = 2;
+/// Longest cookie value accepted (RFC 6265bis: name and value ≤ 4096 bytes).
+pub const MAX_COOKIE_BYTES: usize = 4096;
+
+const TAG_LEN: usize = 32;
+const NONCE_LEN: usize = 12;
+const AEAD_TAG_LEN: usize = 16;
+const HKDF_SALT: &[u8] = b"vishnu v1";
+
+/// Why a cookie value was rejected. Only ever logged: every variant means
+/// "no session" to the client, so the variants are no oracle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    /// Longer than [`MAX_COOKIE_BYTES`].
+    #[error("cookie value is too long")]
+    TooLong,
+    /// Not canonical unpadded base64url.
+    #[error("cookie value is not canonical base64url")]
+    Base64,
+    /// Unknown version byte, or a signed value where a sealed one is required (and vice versa).
+    #[error("cookie value has an unexpected format version")]
+    Version,
+    /// Too short to hold its authentication.
+    #[error("cookie value is truncated")]
+    Truncated,
+    /// Authentication failed (wrong key, tampered value, or a value made for another cookie name).
+    #[error("cookie value failed authentication")]
+    Authentication,
+    /// The operating system could not provide randomness for a nonce.
+    #[error("no randomness available for the cookie nonce")]
+    Random,
+}
+
+/// Which key authenticated a decoded value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyUsed {
+    /// The current secret (and encrypt key).
+    Current,
+    /// One of the fallback secrets or fallback encrypt keys: re-issue under the current one.
+    Fallback,
+}
+
+/// Signs/seals and verifies/opens cookie values for one cookie name.
+#[derive(Clone)]
+pub struct Codec {
+    name: Vec<u8>,
+    signers: Vec<HmacSha256>,
+    ciphers: Vec<Aes256Gcm>,
+}
+
+impl std::fmt::Debug for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Codec")
+            .field("cookie_name", &String::from_utf8_lossy(&self.name))
+            .field("secrets", &self.signers.len())
+            .field("encrypt_keys", &self.ciphers.len())
+            .finish()
+    }
+}
+
+fn derive(ikm: &[u8], info: &[u8]) -> [u8; 32] {
+    let mut okm = [0u8; 32];
+    // 32 bytes is far below HKDF-SHA256's 8160-byte output limit: expand cannot fail.
+    let _ = Hkdf::<Sha256>::new(Some(HKDF_SALT), ikm).expand(info, &mut okm);
+    okm
+}
+
+impl Codec {
+    /// Builds a codec. `secrets[0]` signs; every secret verifies. When
+    /// `encrypt_keys` is non-empty, `encrypt_keys[0]` seals and every key opens.
+    /// Lengths are validated by [`crate::Config`]; the codec itself accepts any.
+    pub fn new(cookie_name: &str, secrets: &[&[u8]], encrypt_keys: &[&[u8]]) -> Self {
+        let signers = secrets
+            .iter()
+            .map(|s| {
+                let key = derive(s, b"vishnu cookie signing");
+                // HMAC accepts keys of any length: new_from_slice cannot fail.
+                <HmacSha256 as Mac>::new_from_slice(&key).unwrap_or_else(|_| unreachable!())
+            })
+            .collect();
+        let ciphers = encrypt_keys
+            .iter()
+            .map(|k| {
+                let key = derive(k, b"vishnu cookie encryption");
+                Aes256Gcm::new(&key.into())
+            })
+            .collect();
+        Self {
+            name: cookie_name.as_bytes().to_vec(),
+            signers,
+            ciphers,
+        }
+    }
+
+    /// Whether values are sealed (encrypted) rather than only signed.
+    pub fn is_sealed(&self) -> bool {
+        !self.ciphers.is_empty()
+    }
+
+    fn tag(&self, signer: &HmacSha256, version: u8, payload: &[u8]) -> [u8; TAG_LEN] {
+        let mut mac = signer.clone();
+        mac.update(&[version]);
+        // The name is at most a few hundred bytes; its length fits in u32.
+        mac.update(
+            &u32::try_from(self.name.len())
+                .unwrap_or(u32::MAX)
+                .to_be_bytes(),
+        );
+        mac.update(&self.name);
+        mac.update(payload);
+        mac.finalize().into_bytes().into()
+    }
+
+    fn verify(&self, version: u8, payload: &[u8], tag: &[u8]) -> Option<KeyUsed> {
+        self.signers.iter().enumerate().find_map(|(i, signer)| {
+            let mut mac = signer.clone();
+            mac.update(&[version]);
+            mac.update(
+                &u32::try_from(self.name.len())
+                    .unwrap_or(u32::MAX)
+                    .to_be_bytes(),
+            );
+            mac.update(&self.name);
+            mac.update(payload);
+            // verify_slice compares in constant time.
+            mac.verify_slice(tag).ok().map(|()| {
+                if i == 0 {
+                    KeyUsed::Current
+                } else {
+                    KeyUsed::Fallback
+                }
+            })
+        })
+    }
+
+    /// Encodes `payload` into a cookie value under the current keys.
+    ///
+    /// # Errors
+    /// [`CodecError::Random`] if no nonce could be drawn (sealed mode only).
+    pub fn encode(&self, payload: &[u8]) -> Result<String, CodecError> {
+        if self.is_sealed() {
+            let mut nonce = [0u8; NONCE_LEN];
+            getrandom::fill(&mut nonce).map_err(|_| CodecError::Random)?;
+            self.seal_with_nonce(payload, nonce)
+        } else {
+            Ok(self.sign(payload))
+        }
+    }
+
+    fn sign(&self, payload: &[u8]) -> String {
+        let mut raw = Vec::with_capacity(1 + payload.len() + TAG_LEN);
+        raw.push(VERSION_SIGNED);
+        raw.extend_from_slice(payload);
+        if let Some(signer) = self.signers.first() {
+            raw.extend_from_slice(&self.tag(signer, VERSION_SIGNED, payload));
+        }
+        URL_SAFE_NO_PAD.encode(raw)
+    }
+
+    /// Seals with a given nonce. Public only for known-answer tests: a nonce
+    /// must never repeat under one key, so callers use [`Codec::encode`].
+    #[doc(hidden)]
+    pub fn seal_with_nonce(
+        &self,
+        payload: &[u8],
+        nonce: [u8; NONCE_LEN],
+    ) -> Result<String, CodecError> {
+        let (Some(signer), Some(cipher)) = (self.signers.first(), self.ciphers.first()) else {
+            return Err(CodecError::Version);
+        };
+        let mut plain = Vec::with_capacity(payload.len() + TAG_LEN);
+        plain.extend_from_slice(payload);
+        plain.extend_from_slice(&self.tag(signer, VERSION_SEALED, payload));
+        let mut aad = Vec::with_capacity(1 + self.name.len());
+        aad.push(VERSION_SEALED);
+        aad.extend_from_slice(&self.name);
+        let sealed = cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: &plain,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| CodecError::Authentication)?;
+        let mut raw = Vec::with_capacity(1 + NONCE_LEN + sealed.len());
+        raw.push(VERSION_SEALED);
+        raw.extend_from_slice(&nonce);
+        raw.extend_from_slice(&sealed);
+        Ok(URL_SAFE_NO_PAD.encode(raw))
+    }
+
+    /// Decodes a cookie value, returning its payload and which key verified it.
+    ///
+    /// # Errors
+    /// A [`CodecError`] for anything that is not a value this codec produced.
+    pub fn decode(&self, value: &[u8]) -> Result<(Vec<u8>, KeyUsed), CodecError> {
+        if value.len() > MAX_COOKIE_BYTES {
+            return Err(CodecError::TooLong);
+        }
+        let raw = URL_SAFE_NO_PAD
+            .decode(value)
+            .map_err(|_| CodecError::Base64)?;
+        let (&version, rest) = raw.split_first().ok_or(CodecError::Truncated)?;
+        match (version, self.is_sealed()) {
+            (VERSION_SIGNED, false) => {
+                if rest.len() < TAG_LEN {
+                    return Err(CodecError::Truncated);
+                }
+                let (payload, tag) = rest.split_at(rest.len() - TAG_LEN);
+                let used = self
+                    .verify(VERSION_SIGNED, payload, tag)
+                    .ok_or(CodecError::Authentication)?;
+                Ok((payload.to_vec(), used))
+            }
+            (VERSION_SEALED, true) => {
+                if rest.len() < NONCE_LEN + AEAD_TAG_LEN + TAG_LEN {
+                    return Err(CodecError::Truncated);
+                }
+                let (nonce, sealed) = rest.split_at(NONCE_LEN);
+                let mut aad = Vec::with_capacity(1 + self.name.len());
+                aad.push(VERSION_SEALED);
+                aad.extend_from_slice(&self.name);
+                let (mut plain, cipher_index) = self
+                    .ciphers
+                    .iter()
+                    .enumerate()
+                    .find_map(|(i, c)| {
+                        c.decrypt(
+                            Nonce::from_slice(nonce),
+                            Payload {
+                                msg: sealed,
+                                aad: &aad,
+                            },
+                        )
+                        .ok()
+                        .map(|p| (p, i))
+                    })
+                    .ok_or(CodecError::Authentication)?;
+                if plain.len() < TAG_LEN {
+                    return Err(CodecError::Truncated);
+                }
+                let tag = plain.split_off(plain.len() - TAG_LEN);
+                let used = self
+                    .verify(VERSION_SEALED, &plain, &tag)
+                    .ok_or(CodecError::Authentication)?;
+                let used = if cipher_index == 0 {
+                    used
+                } else {
+                    KeyUsed::Fallback
+                };
+                Ok((plain, used))
+            }
+            _ => Err(CodecError::Version),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"an example secret of at least 32 bytes!!";
+    const OLD_SECRET: &[u8] = b"the previous secret, also 32 bytes long";
+    const KEY: &[u8] = b"an example encryption key, 32 bytes or more";
+    const ID: [u8; 16] = *b"0123456789abcdef";
+
+    fn signed() -> Codec {
+        Codec::new("vishnu", &[SECRET], &[])
+    }
+    fn sealed() -> Codec {
+        Codec::new("vishnu", &[SECRET], &[KEY])
+    }
+
+    // Known answers, cross-checked against an independent Python implementation
+    // (hmac, hashlib and cryptography's AESGCM).
+    #[test]
+    fn known_answer_signed() {
+        assert_eq!(
+            signed().encode(&ID).expect("encode"),
+            "ATAxMjM0NTY3ODlhYmNkZWb8Zj1TA-4EsJX4Y2OHjheY8u1pIkfX8p0uwVC_TKbmwQ"
+        );
+    }
+
+    #[test]
+    fn known_answer_sealed() {
+        assert_eq!(
+            sealed().seal_with_nonce(&ID, [9u8; 12]).expect("seal"),
+            "AgkJCQkJCQkJCQkJCeJd4-A-zQ74WUjY-Ey4HggxhUGQHQs4-ijro7oGM6cUxZLVejXQuXgD5ZUV19h81jkTXKpRhIzkKE3Vw9ZSlEw"
+        );
+    }
+
+    #[test]
+    fn round_trips() {
+        for codec in [signed(), sealed()] {
+            let value = codec.encode(&ID).expect("encode");
+            assert_eq!(
+                codec.decode(value.as_bytes()),
+                Ok((ID.to_vec(), KeyUsed::Current))
+            );
+        }
+    }
+
+    #[test]
+    fn the_cookie_name_is_authenticated() {
+        for keys in [&[][..], &[KEY][..]] {
+            let a = Codec::new("a", &[SECRET], keys);
+            let b = Codec::new("b", &[SECRET], keys);
+            let value = a.encode(&ID).expect("encode");
+            assert_eq!(b.decode(value.as_bytes()), Err(CodecError::Authentication));
+        }
+    }
+
+    #[test]
+    fn fallback_secrets_verify_and_say_so() {
+        let old = Codec::new("vishnu", &[OLD_SECRET], &[]);
+        let rotated = Codec::new("vishnu", &[SECRET, OLD_SECRET], &[]);
+        let value = old.encode(&ID).expect("encode");
+        assert_eq!(
+            rotated.decode(value.as_bytes()),
+            Ok((ID.to_vec(), KeyUsed::Fallback))
+        );
+        assert_eq!(
+            signed().decode(value.as_bytes()),
+            Err(CodecError::Authentication)
+        );
+    }
+
+    #[test]
+    fn fallback_encrypt_keys_open_and_say_so() {
+        let old = Codec::new(
+            "vishnu",
+            &[SECRET],
+            &[b"old encryption key, 32 bytes long!!"],
+        );
+        let rotated = Codec::new(
+            "vishnu",
+            &[SECRET],
+            &[KEY, b"old encryption key, 32 bytes long!!"],
+        );
+        let value = old.encode(&ID).expect("encode");
+        assert_eq!(
+            rotated.decode(value.as_bytes()),
+            Ok((ID.to_vec(), KeyUsed::Fallback))
+        );
+    }
+
+    #[test]
+    fn signed_and_sealed_do_not_mix() {
+        let plain = signed().encode(&ID).expect("encode");
+        assert_eq!(sealed().decode(plain.as_bytes()), Err(CodecError::Version));
+        let enc = sealed().encode(&ID).expect("encode");
+        assert_eq!(signed().decode(enc.as_bytes()), Err(CodecError::Version));
+    }
+
+    #[test]
+    fn malformed_values_are_rejected() {
+        let good = signed().encode(&ID).expect("encode");
+        let c = signed();
+        assert_eq!(c.decode(b""), Err(CodecError::Truncated));
+        assert_eq!(c.decode(b"!!!"), Err(CodecError::Base64));
+        assert_eq!(
+            c.decode(format!("{good}=").as_bytes()),
+            Err(CodecError::Base64)
+        );
+        assert_eq!(
+            c.decode(&vec![b'A'; MAX_COOKIE_BYTES + 1]),
+            Err(CodecError::TooLong)
+        );
+        assert!(c.decode(&good.as_bytes()[..good.len() - 4]).is_err());
+        assert_eq!(
+            c.decode(URL_SAFE_NO_PAD.encode([1u8; 20]).as_bytes()),
+            Err(CodecError::Truncated)
+        );
+        // Non-canonical: change the unused low bits of the last character.
+        let mut bytes = good.clone().into_bytes();
+        let last = bytes.len() - 1;
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let pos = alphabet
+            .iter()
+            .position(|&ch| ch == bytes[last])
+            .expect("b64");
+        bytes[last] = alphabet[pos ^ 1];
+        assert!(c.decode(&bytes).is_err());
+        // Unknown version byte.
+        let mut raw = URL_SAFE_NO_PAD.decode(&good).expect("b64");
+        raw[0] = 9;
+        assert_eq!(
+            c.decode(URL_SAFE_NO_PAD.encode(raw).as_bytes()),
+            Err(CodecError::Version)
+        );
+    }
+
+    #[test]
+    fn every_single_bit_flip_is_rejected() {
+        for codec in [signed(), sealed()] {
+            let good = codec.encode(&ID).expect("encode");
+            let raw = URL_SAFE_NO_PAD.decode(&good).expect("b64");
+            for byte in 0..raw.len() {
+                for bit in 0..8 {
+                    let mut bad = raw.clone();
+                    bad[byte] ^= 1 << bit;
+                    let value = URL_SAFE_NO_PAD.encode(&bad);
+                    assert!(
+                        codec.decode(value.as_bytes()).is_err(),
+                        "byte {byte} bit {bit}"
+                    );
+                }
+            }
+        }
+    }
+}

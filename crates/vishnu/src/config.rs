@@ -1,0 +1,490 @@
+//! [`Config`], its builder, and the validation errors it reports.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::Codec;
+use crate::record::Millis;
+use crate::store::SessionStore;
+
+/// Shortest secret or encrypt key accepted, in bytes.
+pub const MIN_KEY_LEN: usize = 32;
+/// The default cookie name, as in the original vishnu.
+pub const DEFAULT_COOKIE_NAME: &str = "vishnu";
+/// The default cookie path.
+pub const DEFAULT_PATH: &str = "/";
+/// How long the server keeps a browser-session (no timeout) record after its
+/// last use, unless configured otherwise: one day, the original's `dormant_for`.
+pub const DEFAULT_BROWSER_SESSION_TTL: Duration = Duration::from_secs(86_400);
+/// Browsers cap cookie lifetimes at 400 days (RFC 6265bis); so do we.
+pub const MAX_COOKIE_AGE: Duration = Duration::from_secs(400 * 86_400);
+
+/// A session's lifetime policy: the configured default, or one session's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Timeout {
+    /// Idle timeout in seconds: each use slides the expiry; the cookie carries Max-Age and Expires.
+    Seconds(u64),
+    /// A browser-session cookie (no Max-Age); the server keeps the record for
+    /// the configured browser-session TTL after its last use.
+    BrowserSession,
+}
+
+/// The cookie's SameSite attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    /// Sent only on same-site requests.
+    Strict,
+    /// Sent on same-site requests and top-level cross-site navigations (the default).
+    Lax,
+    /// Sent on every request; requires `secure`.
+    None,
+}
+
+impl SameSite {
+    /// The attribute value as it appears in Set-Cookie.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SameSite::Strict => "Strict",
+            SameSite::Lax => "Lax",
+            SameSite::None => "None",
+        }
+    }
+}
+
+/// The source of the current time. Tests replace it to move time forward.
+pub trait Clock: Send + Sync + 'static {
+    /// Milliseconds since the Unix epoch.
+    fn now_millis(&self) -> Millis;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_millis(&self) -> Millis {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0)
+    }
+}
+
+/// A configuration value that was rejected by [`ConfigBuilder::build`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// `secret` was not set.
+    #[error("secret: required")]
+    MissingSecret,
+    /// `secret` or a fallback secret is too short.
+    #[error("{option}: must be at least {MIN_KEY_LEN} bytes, got {len}")]
+    KeyTooShort {
+        /// The option's name.
+        option: &'static str,
+        /// The length that was given.
+        len: usize,
+    },
+    /// `store` was not set.
+    #[error("store: required (for example vishnu::MemoryStore::new())")]
+    MissingStore,
+    /// The cookie name is not an RFC 6265 token.
+    #[error(
+        "cookie_name: {0:?} is not a valid cookie name (letters, digits and !#$%&'*+-.^_`|~ only)"
+    )]
+    InvalidCookieName(String),
+    /// A `__Host-` or `__Secure-` name whose requirements are not met.
+    #[error("cookie_name: {0}")]
+    PrefixRequirements(&'static str),
+    /// SameSite=None without Secure.
+    #[error("same_site: None requires secure(true)")]
+    SameSiteNoneRequiresSecure,
+    /// The domain contains characters not allowed in a cookie attribute.
+    #[error("domain: {0:?} is not a valid cookie domain")]
+    InvalidDomain(String),
+    /// The path does not start with `/` or contains forbidden characters.
+    #[error("path: {0:?} must start with '/' and contain no ';' or control characters")]
+    InvalidPath(String),
+    /// A timeout that is zero or not a whole number of seconds.
+    #[error("{option}: must be a whole number of seconds, at least 1, got {value:?}")]
+    InvalidTimeout {
+        /// The option's name.
+        option: &'static str,
+        /// The value that was given.
+        value: Duration,
+    },
+}
+
+/// Everything a session layer needs: secrets, cookie attributes, timeouts and the store.
+///
+/// Cheap to clone (an `Arc` inside). Build one with [`Config::builder`].
+#[derive(Clone)]
+pub struct Config {
+    pub(crate) inner: Arc<ConfigInner>,
+}
+
+pub(crate) struct ConfigInner {
+    pub(crate) codec: Codec,
+    pub(crate) cookie_name: String,
+    pub(crate) secure: bool,
+    pub(crate) http_only: bool,
+    pub(crate) same_site: SameSite,
+    pub(crate) domain: Option<String>,
+    pub(crate) path: String,
+    pub(crate) auto_save: bool,
+    pub(crate) timeout: Timeout,
+    pub(crate) absolute_timeout: Option<Duration>,
+    pub(crate) browser_session_ttl: Duration,
+    pub(crate) store: Arc<dyn SessionStore>,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.inner;
+        f.debug_struct("Config")
+            .field("secret", &"<redacted>")
+            .field("encrypted", &c.codec.is_sealed())
+            .field("cookie_name", &c.cookie_name)
+            .field("secure", &c.secure)
+            .field("http_only", &c.http_only)
+            .field("same_site", &c.same_site)
+            .field("domain", &c.domain)
+            .field("path", &c.path)
+            .field("auto_save", &c.auto_save)
+            .field("timeout", &c.timeout)
+            .field("absolute_timeout", &c.absolute_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// Starts a builder with the defaults of the table in the README.
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder::default()
+    }
+
+    /// The cookie name.
+    pub fn cookie_name(&self) -> &str {
+        &self.inner.cookie_name
+    }
+    /// Whether the cookie is marked Secure.
+    pub fn secure(&self) -> bool {
+        self.inner.secure
+    }
+    /// Whether the cookie is marked HttpOnly.
+    pub fn http_only(&self) -> bool {
+        self.inner.http_only
+    }
+    /// The cookie's SameSite attribute.
+    pub fn same_site(&self) -> SameSite {
+        self.inner.same_site
+    }
+    /// The cookie's Domain attribute, if any.
+    pub fn domain(&self) -> Option<&str> {
+        self.inner.domain.as_deref()
+    }
+    /// The cookie's Path attribute.
+    pub fn path(&self) -> &str {
+        &self.inner.path
+    }
+    /// Whether changes are saved at the end of a request without an explicit `save()`.
+    pub fn auto_save(&self) -> bool {
+        self.inner.auto_save
+    }
+    /// The default timeout of new sessions.
+    pub fn timeout(&self) -> Timeout {
+        self.inner.timeout
+    }
+    /// The hard cap on a session's life from its creation, if any.
+    pub fn absolute_timeout(&self) -> Option<Duration> {
+        self.inner.absolute_timeout
+    }
+    /// Whether cookie values are encrypted.
+    pub fn encrypted(&self) -> bool {
+        self.inner.codec.is_sealed()
+    }
+    /// The store that holds the sessions.
+    pub fn store(&self) -> &Arc<dyn SessionStore> {
+        &self.inner.store
+    }
+}
+
+/// Builds a [`Config`], validating every option at [`build`](ConfigBuilder::build) time.
+#[must_use]
+pub struct ConfigBuilder {
+    secret: Option<Vec<u8>>,
+    fallback_secrets: Vec<Vec<u8>>,
+    cookie_name: String,
+    encrypt_key: Option<Vec<u8>>,
+    fallback_encrypt_keys: Vec<Vec<u8>>,
+    secure: bool,
+    http_only: bool,
+    same_site: SameSite,
+    domain: Option<String>,
+    path: String,
+    auto_save: bool,
+    timeout: Option<Duration>,
+    absolute_timeout: Option<Duration>,
+    browser_session_ttl: Duration,
+    store: Option<Arc<dyn SessionStore>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for ConfigBuilder {
+    fn default() -> Self {
+        Self {
+            secret: None,
+            fallback_secrets: Vec::new(),
+            cookie_name: DEFAULT_COOKIE_NAME.to_owned(),
+            encrypt_key: None,
+            fallback_encrypt_keys: Vec::new(),
+            secure: true,
+            http_only: true,
+            same_site: SameSite::Lax,
+            domain: None,
+            path: DEFAULT_PATH.to_owned(),
+            auto_save: false,
+            timeout: None,
+            absolute_timeout: None,
+            browser_session_ttl: DEFAULT_BROWSER_SESSION_TTL,
+            store: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl fmt::Debug for ConfigBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConfigBuilder")
+            .field("cookie_name", &self.cookie_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConfigBuilder {
+    /// The secret that signs cookies (required, at least 32 bytes of high entropy).
+    pub fn secret(mut self, secret: impl AsRef<[u8]>) -> Self {
+        self.secret = Some(secret.as_ref().to_vec());
+        self
+    }
+    /// An older secret still accepted when reading; cookies verified with it are
+    /// re-issued under the current secret. Call once per old secret.
+    pub fn fallback_secret(mut self, secret: impl AsRef<[u8]>) -> Self {
+        self.fallback_secrets.push(secret.as_ref().to_vec());
+        self
+    }
+    /// The cookie name (default `vishnu`). `__Host-` names require secure, path
+    /// `/` and no domain; `__Secure-` names require secure.
+    pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
+        self.cookie_name = name.into();
+        self
+    }
+    /// Encrypts cookie values with AES-256-GCM under a key derived from this one (at least 32 bytes).
+    pub fn encrypt_key(mut self, key: impl AsRef<[u8]>) -> Self {
+        self.encrypt_key = Some(key.as_ref().to_vec());
+        self
+    }
+    /// An older encrypt key still accepted when reading. Call once per old key.
+    pub fn fallback_encrypt_key(mut self, key: impl AsRef<[u8]>) -> Self {
+        self.fallback_encrypt_keys.push(key.as_ref().to_vec());
+        self
+    }
+    /// The Secure attribute (default true: the cookie is sent over HTTPS only).
+    pub fn secure(mut self, secure: bool) -> Self {
+        self.secure = secure;
+        self
+    }
+    /// The HttpOnly attribute (default true: scripts cannot read the cookie).
+    pub fn http_only(mut self, http_only: bool) -> Self {
+        self.http_only = http_only;
+        self
+    }
+    /// The SameSite attribute (default Lax). `None` requires secure.
+    pub fn same_site(mut self, same_site: SameSite) -> Self {
+        self.same_site = same_site;
+        self
+    }
+    /// The Domain attribute (default none: the cookie is host-only).
+    pub fn domain(mut self, domain: impl Into<String>) -> Self {
+        self.domain = Some(domain.into());
+        self
+    }
+    /// The Path attribute (default `/`).
+    pub fn path(mut self, path: impl Into<String>) -> Self {
+        self.path = path.into();
+        self
+    }
+    /// Save changes at the end of every request without an explicit `save()` (default false).
+    pub fn auto_save(mut self, auto_save: bool) -> Self {
+        self.auto_save = auto_save;
+        self
+    }
+    /// Idle timeout (whole seconds): activity slides the expiry, and the cookie
+    /// carries Max-Age and Expires. Without it sessions are browser-session cookies.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+    /// A hard cap on a session's life from its creation that activity never extends.
+    pub fn absolute_timeout(mut self, timeout: Duration) -> Self {
+        self.absolute_timeout = Some(timeout);
+        self
+    }
+    /// How long the server keeps a browser-session record after its last use (default one day).
+    pub fn browser_session_ttl(mut self, ttl: Duration) -> Self {
+        self.browser_session_ttl = ttl;
+        self
+    }
+    /// The store that holds session records (required).
+    pub fn store(mut self, store: impl SessionStore) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+    /// The store, already shared (for example with a cleanup task).
+    pub fn shared_store(mut self, store: Arc<dyn SessionStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+    /// Replaces the time source (tests use this to move time forward).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Validates every option and builds the [`Config`].
+    ///
+    /// # Errors
+    /// The first [`ConfigError`] found, naming the option at fault.
+    pub fn build(self) -> Result<Config, ConfigError> {
+        let secret = self.secret.ok_or(ConfigError::MissingSecret)?;
+        check_key("secret", &secret)?;
+        for s in &self.fallback_secrets {
+            check_key("fallback_secret", s)?;
+        }
+        if let Some(k) = &self.encrypt_key {
+            check_key("encrypt_key", k)?;
+        }
+        for k in &self.fallback_encrypt_keys {
+            check_key("fallback_encrypt_key", k)?;
+        }
+        if self.encrypt_key.is_none() && !self.fallback_encrypt_keys.is_empty() {
+            return Err(ConfigError::KeyTooShort {
+                option: "encrypt_key",
+                len: 0,
+            });
+        }
+        if !is_token(&self.cookie_name) {
+            return Err(ConfigError::InvalidCookieName(self.cookie_name));
+        }
+        if let Some(d) = &self.domain {
+            if d.is_empty()
+                || !d
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+            {
+                return Err(ConfigError::InvalidDomain(d.clone()));
+            }
+        }
+        if !self.path.starts_with('/')
+            || self
+                .path
+                .bytes()
+                .any(|b| b == b';' || b.is_ascii_control() || !b.is_ascii())
+        {
+            return Err(ConfigError::InvalidPath(self.path));
+        }
+        if has_prefix(&self.cookie_name, "__Host-") {
+            if !self.secure {
+                return Err(ConfigError::PrefixRequirements(
+                    "a __Host- name requires secure(true)",
+                ));
+            }
+            if self.path != "/" {
+                return Err(ConfigError::PrefixRequirements(
+                    "a __Host- name requires path \"/\"",
+                ));
+            }
+            if self.domain.is_some() {
+                return Err(ConfigError::PrefixRequirements(
+                    "a __Host- name must not set a domain",
+                ));
+            }
+        }
+        if has_prefix(&self.cookie_name, "__Secure-") && !self.secure {
+            return Err(ConfigError::PrefixRequirements(
+                "a __Secure- name requires secure(true)",
+            ));
+        }
+        if self.same_site == SameSite::None && !self.secure {
+            return Err(ConfigError::SameSiteNoneRequiresSecure);
+        }
+        let timeout = match self.timeout {
+            None => Timeout::BrowserSession,
+            Some(d) => Timeout::Seconds(whole_seconds("timeout", d)?),
+        };
+        if let Some(d) = self.absolute_timeout {
+            whole_seconds("absolute_timeout", d)?;
+        }
+        whole_seconds("browser_session_ttl", self.browser_session_ttl)?;
+        let store = self.store.ok_or(ConfigError::MissingStore)?;
+
+        let mut secrets: Vec<&[u8]> = vec![&secret];
+        secrets.extend(self.fallback_secrets.iter().map(Vec::as_slice));
+        let mut keys: Vec<&[u8]> = self.encrypt_key.iter().map(Vec::as_slice).collect();
+        keys.extend(self.fallback_encrypt_keys.iter().map(Vec::as_slice));
+        let codec = Codec::new(&self.cookie_name, &secrets, &keys);
+
+        Ok(Config {
+            inner: Arc::new(ConfigInner {
+                codec,
+                cookie_name: self.cookie_name,
+                secure: self.secure,
+                http_only: self.http_only,
+                same_site: self.same_site,
+                domain: self.domain,
+                path: self.path,
+                auto_save: self.auto_save,
+                timeout,
+                absolute_timeout: self.absolute_timeout,
+                browser_session_ttl: self.browser_session_ttl,
+                store,
+                clock: self.clock,
+            }),
+        })
+    }
+}
+
+fn check_key(option: &'static str, key: &[u8]) -> Result<(), ConfigError> {
+    if key.len() < MIN_KEY_LEN {
+        return Err(ConfigError::KeyTooShort {
+            option,
+            len: key.len(),
+        });
+    }
+    Ok(())
+}
+
+fn whole_seconds(option: &'static str, d: Duration) -> Result<u64, ConfigError> {
+    if d.as_secs() == 0 || d.subsec_nanos() != 0 {
+        return Err(ConfigError::InvalidTimeout { option, value: d });
+    }
+    Ok(d.as_secs())
+}
+
+fn has_prefix(name: &str, prefix: &str) -> bool {
+    // Browsers match the prefixes case-insensitively (RFC 6265bis).
+    name.len() >= prefix.len()
+        && name.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+}
+
+/// RFC 6265 `cookie-name` = RFC 7230 token.
+pub(crate) fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}

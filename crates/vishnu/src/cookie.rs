@@ -1,0 +1,137 @@
+//! The HTTP side of the cookie: finding ours in `Cookie` headers, and writing `Set-Cookie`.
+//!
+//! Parsing follows what browsers send, not what RFC 6265 grammar allows: pairs
+//! are separated by `;`, a pair without `=` or with odd characters (`b,c=2`,
+//! JSON with quotes) is skipped without hiding the pairs around it, and several
+//! `Cookie` headers are read in order. When our name appears more than once
+//! (for example cookies set for two paths), every value is tried in order and
+//! the first one that authenticates wins.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use crate::config::{ConfigInner, MAX_COOKIE_AGE};
+use crate::record::Millis;
+
+/// Every value of the cookie called `name` across the given `Cookie` header values, in order.
+pub fn cookie_values<'a, I>(headers: I, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a
+where
+    I: IntoIterator<Item = &'a [u8]>,
+    I::IntoIter: 'a,
+{
+    headers.into_iter().flat_map(move |header| {
+        header.split(|&b| b == b';').filter_map(move |pair| {
+            let eq = pair.iter().position(|&b| b == b'=')?;
+            let (k, v) = (trim(&pair[..eq]), trim(&pair[eq + 1..]));
+            if k != name.as_bytes() {
+                return None;
+            }
+            // A DQUOTE-wrapped value (RFC 6265 cookie-value) is unwrapped.
+            Some(match v {
+                [b'"', inner @ .., b'"'] => inner,
+                _ => v,
+            })
+        })
+    })
+}
+
+fn trim(s: &[u8]) -> &[u8] {
+    let start = s
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |i| i + 1);
+    &s[start..end.max(start)]
+}
+
+/// A `Set-Cookie` value that issues `value`, persistent until `expires_at` if given.
+pub(crate) fn issue(
+    config: &ConfigInner,
+    value: &str,
+    expires_at: Option<Millis>,
+    now: Millis,
+) -> String {
+    let mut out = String::with_capacity(config.cookie_name.len() + value.len() + 128);
+    out.push_str(&config.cookie_name);
+    out.push('=');
+    out.push_str(value);
+    if let Some(expires_at) = expires_at {
+        let max_age = Duration::from_millis(expires_at.saturating_sub(now))
+            .min(MAX_COOKIE_AGE)
+            .as_secs();
+        let expires = UNIX_EPOCH + Duration::from_millis(now) + Duration::from_secs(max_age);
+        out.push_str("; Max-Age=");
+        out.push_str(&max_age.to_string());
+        out.push_str("; Expires=");
+        out.push_str(&httpdate::fmt_http_date(expires));
+    }
+    attributes(config, &mut out);
+    out
+}
+
+/// A `Set-Cookie` value that removes the cookie: the same Path, Domain, Secure,
+/// HttpOnly and SameSite as the issued one, so that browsers match and drop it.
+pub(crate) fn removal(config: &ConfigInner) -> String {
+    let mut out = String::with_capacity(config.cookie_name.len() + 128);
+    out.push_str(&config.cookie_name);
+    out.push_str("=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT");
+    attributes(config, &mut out);
+    out
+}
+
+fn attributes(config: &ConfigInner, out: &mut String) {
+    if let Some(domain) = &config.domain {
+        out.push_str("; Domain=");
+        out.push_str(domain);
+    }
+    out.push_str("; Path=");
+    out.push_str(&config.path);
+    if config.secure {
+        out.push_str("; Secure");
+    }
+    if config.http_only {
+        out.push_str("; HttpOnly");
+    }
+    out.push_str("; SameSite=");
+    out.push_str(config.same_site.as_str());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values<'a>(headers: &'a [&'a str], name: &'a str) -> Vec<&'a str> {
+        cookie_values(headers.iter().map(|h| h.as_bytes()), name)
+            .map(|v| std::str::from_utf8(v).expect("utf8"))
+            .collect()
+    }
+
+    #[test]
+    fn finds_ours_among_neighbours() {
+        assert_eq!(values(&["a=1; vishnu=xyz; b=2"], "vishnu"), ["xyz"]);
+        assert_eq!(values(&["b,c=2; vishnu=xyz"], "vishnu"), ["xyz"]);
+        assert_eq!(
+            values(&[r#"json={"a":"b;c"}; vishnu=xyz"#], "vishnu"),
+            ["xyz"]
+        );
+        assert_eq!(values(&["novalue; vishnu=xyz;"], "vishnu"), ["xyz"]);
+        assert_eq!(values(&["vishnu=\"xyz\""], "vishnu"), ["xyz"]);
+        assert_eq!(values(&["\tvishnu = xyz \t"], "vishnu"), ["xyz"]);
+    }
+
+    #[test]
+    fn reads_several_headers_and_duplicates_in_order() {
+        assert_eq!(
+            values(&["a=1; vishnu=first", "vishnu=second"], "vishnu"),
+            ["first", "second"]
+        );
+    }
+
+    #[test]
+    fn names_match_exactly() {
+        assert!(values(&["Vishnu=x; vishnu2=y; xvishnu=z"], "vishnu").is_empty());
+        assert!(values(&["", ";;;", "="], "vishnu").is_empty());
+    }
+}

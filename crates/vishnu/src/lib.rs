@@ -1,0 +1,71 @@
+//! # vishnu: web sessions done right
+//!
+//! The browser holds a cookie with a random session id and its authentication
+//! (HMAC-SHA256, optionally sealed with AES-256-GCM); the data lives in a store
+//! on the server. Concurrent requests never lose each other's updates, a
+//! terminated session is never brought back, and reading counts as activity.
+//!
+//! ```
+//! use axum::{routing::get, Router};
+//! use tower::ServiceExt;
+//! use vishnu::{Config, MemoryStore, Session, SessionLayer};
+//!
+//! async fn counter(session: Session) -> Result<String, vishnu::SessionError> {
+//!     let n: u64 = session.update("counter", |n: Option<u64>| n.unwrap_or(0) + 1).await?;
+//!     Ok(n.to_string())
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let config = Config::builder()
+//!     .secret("replace with 32+ random bytes from a secret store")
+//!     .store(MemoryStore::new())
+//!     .build()
+//!     .expect("valid configuration");
+//! let app = Router::new()
+//!     .route("/counter", get(counter))
+//!     .layer(SessionLayer::new(config));
+//!
+//! let request = http::Request::get("/counter").body(axum::body::Body::empty()).unwrap();
+//! let response = app.oneshot(request).await.unwrap();
+//! let cookie = response.headers()["set-cookie"].to_str().unwrap();
+//! assert!(cookie.starts_with("vishnu="));
+//! assert!(cookie.ends_with("; Path=/; Secure; HttpOnly; SameSite=Lax"));
+//! # }
+//! ```
+//!
+//! ## Pieces
+//! - [`Config`]: secrets, cookie attributes, timeouts, the store; validated by its builder.
+//! - [`Session`]: the handle handlers use (`get`, `set`, `update`, `save`, `cycle_id`, `terminate`).
+//! - [`SessionLayer`]: the tower layer; with the `axum` feature, `Session` is an extractor.
+//! - [`SessionStore`]: the store trait; [`MemoryStore`] is built in.
+//! - [`Engine`]: the framework-free core that every front calls.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+#[cfg(feature = "axum")]
+mod axum;
+pub mod codec;
+mod config;
+pub mod cookie;
+mod engine;
+mod error;
+pub mod id;
+pub mod record;
+mod session;
+pub mod store;
+pub mod tower;
+
+#[cfg(feature = "axum")]
+pub use crate::axum::SessionMissing;
+pub use crate::config::{
+    Clock, Config, ConfigBuilder, ConfigError, SameSite, SystemClock, Timeout,
+    DEFAULT_BROWSER_SESSION_TTL, DEFAULT_COOKIE_NAME, DEFAULT_PATH, MIN_KEY_LEN,
+};
+pub use crate::engine::Engine;
+pub use crate::error::SessionError;
+pub use crate::session::Session;
+pub use crate::store::memory::MemoryStore;
+pub use crate::store::{Cleanup, SaveOutcome, SessionStore, StoreError};
+pub use crate::tower::{SessionLayer, SessionService};

@@ -1,0 +1,146 @@
+//! The stored record and its JSON encoding.
+//!
+//! Every store keeps the same record, encoded as JSON so that the Python front
+//! (and any other language) reads and writes the same data. Nothing in it is a
+//! native object format: a crafted record can at worst fail to decode.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::time::Duration;
+
+use crate::Timeout;
+
+/// Milliseconds since the Unix epoch.
+pub type Millis = u64;
+
+/// The format version written into every record.
+pub const RECORD_FORMAT: u32 = 1;
+
+/// Upper bound on an encoded record accepted from a store (16 MiB): a store
+/// that returns more is treated as corrupt rather than exhausting memory.
+pub const MAX_RECORD_BYTES: usize = 16 << 20;
+
+/// One session as a store keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Format version of this encoding ([`RECORD_FORMAT`]).
+    #[serde(rename = "v")]
+    pub format: u32,
+    /// The session's values, as JSON.
+    pub data: Map<String, Value>,
+    /// When the session was created (ms since the epoch); the absolute timeout counts from here.
+    pub created_at: Millis,
+    /// When the session was last used (ms since the epoch); the idle timeout counts from here.
+    pub last_access: Millis,
+    /// When the server forgets the session (ms since the epoch).
+    pub expires_at: Millis,
+    /// This session's own timeout, when it differs from the configured one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Timeout>,
+    /// Incremented by every save; a save names the version it read (compare-and-set).
+    pub version: u64,
+}
+
+/// Why a stored record could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The bytes are not a record (bad JSON, wrong shape, or too large).
+    #[error("malformed session record: {0}")]
+    Malformed(String),
+    /// The record was written by a newer, unknown format.
+    #[error("unsupported session record format {0}")]
+    UnknownFormat(u32),
+}
+
+impl Record {
+    /// A record for a brand-new session.
+    pub fn new(data: Map<String, Value>, now: Millis, expires_at: Millis) -> Self {
+        Self {
+            format: RECORD_FORMAT,
+            data,
+            created_at: now,
+            last_access: now,
+            expires_at,
+            timeout: None,
+            version: 1,
+        }
+    }
+
+    /// Encodes the record as JSON bytes.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serializing a struct of strings, numbers and JSON values cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Decodes a record from JSON bytes, rejecting oversized or unknown formats.
+    ///
+    /// # Errors
+    /// [`RecordError`] for anything that is not a valid record.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, RecordError> {
+        if bytes.len() > MAX_RECORD_BYTES {
+            return Err(RecordError::Malformed(format!(
+                "{} bytes exceed the {MAX_RECORD_BYTES}-byte limit",
+                bytes.len()
+            )));
+        }
+        let record: Record =
+            serde_json::from_slice(bytes).map_err(|e| RecordError::Malformed(e.to_string()))?;
+        if record.format != RECORD_FORMAT {
+            return Err(RecordError::UnknownFormat(record.format));
+        }
+        Ok(record)
+    }
+
+    /// Whether the record is past its expiry at `now`.
+    pub fn is_expired(&self, now: Millis) -> bool {
+        now >= self.expires_at
+    }
+
+    /// Time left before the server forgets the record (zero when expired).
+    pub fn remaining(&self, now: Millis) -> Duration {
+        Duration::from_millis(self.expires_at.saturating_sub(now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sample() -> Record {
+        let mut data = Map::new();
+        data.insert("user".into(), json!("ada"));
+        data.insert("n".into(), json!(3));
+        let mut r = Record::new(data, 1_700_000_000_000, 1_700_000_060_000);
+        r.timeout = Some(Timeout::Seconds(60));
+        r
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let r = sample();
+        assert_eq!(Record::from_json(&r.to_json()).expect("decodes"), r);
+    }
+
+    #[test]
+    fn encoding_is_pinned_for_other_languages() {
+        let text = String::from_utf8(sample().to_json()).expect("utf8");
+        assert_eq!(
+            text,
+            r#"{"v":1,"data":{"n":3,"user":"ada"},"created_at":1700000000000,"last_access":1700000000000,"expires_at":1700000060000,"timeout":{"seconds":60},"version":1}"#
+        );
+    }
+
+    #[test]
+    fn garbage_and_unknown_formats_are_errors() {
+        assert!(Record::from_json(b"").is_err());
+        assert!(Record::from_json(b"\x80\x04\x95pickle").is_err());
+        assert!(Record::from_json(b"{}").is_err());
+        let mut r = sample();
+        r.format = 2;
+        assert!(matches!(
+            Record::from_json(&r.to_json()),
+            Err(RecordError::UnknownFormat(2))
+        ));
+    }
+}

@@ -1,0 +1,369 @@
+//! The [`Session`] handle that handlers use: values, pending changes, update closures, timeout.
+//!
+//! A handle is created for every request by the engine and is cheap to clone.
+//! Nothing touches the store until a method needs the stored data: a request
+//! that never uses its session costs no store I/O and sends no cookie.
+//!
+//! Changes are kept as a delta (the keys this request set or removed), not as a
+//! whole copy of the data: saving applies the delta to what the store holds,
+//! and when a concurrent request saved first, the engine reloads and applies
+//! the delta again. Two requests that set different keys both keep theirs.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use http::HeaderValue;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::codec::KeyUsed;
+use crate::config::{Config, Timeout};
+use crate::engine;
+use crate::error::SessionError;
+use crate::id::SessionId;
+use crate::record::Record;
+
+/// The session of the current request.
+///
+/// Get it with the axum extractor (`session: vishnu::Session` as a handler
+/// argument) or, in a plain tower service, from the request extensions.
+/// Reads load the stored session lazily on first use; `set`, `remove` and
+/// `clear` are recorded and written by [`save`](Session::save) (or at the end
+/// of the request with `auto_save`).
+#[derive(Clone)]
+pub struct Session {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: Config,
+    pub(crate) cookies: Vec<HeaderValue>,
+    pub(crate) used: AtomicBool,
+    pub(crate) state: Mutex<State>,
+}
+
+/// The stored session this request is attached to, as last read or written.
+#[derive(Clone)]
+pub(crate) struct Live {
+    pub(crate) id: SessionId,
+    pub(crate) record: Record,
+}
+
+/// Changes made by this request and not yet saved.
+#[derive(Clone, Default)]
+pub(crate) struct Pending {
+    pub(crate) cleared: bool,
+    pub(crate) changes: BTreeMap<String, Option<Value>>,
+    pub(crate) timeout: Option<Timeout>,
+}
+
+impl Pending {
+    pub(crate) fn is_empty(&self) -> bool {
+        !self.cleared && self.changes.is_empty() && self.timeout.is_none()
+    }
+
+    /// Applies the delta to `data`.
+    pub(crate) fn apply(&self, data: &mut Map<String, Value>) {
+        if self.cleared {
+            data.clear();
+        }
+        for (k, v) in &self.changes {
+            match v {
+                Some(v) => {
+                    data.insert(k.clone(), v.clone());
+                }
+                None => {
+                    data.remove(k);
+                }
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    /// The cookie has been decoded.
+    pub(crate) decoded: bool,
+    /// The stored record has been loaded (or found absent).
+    pub(crate) loaded: bool,
+    /// A cookie with our name arrived (valid or not).
+    pub(crate) had_cookie: bool,
+    /// The id the cookie carried, and which key authenticated it.
+    pub(crate) incoming: Option<(SessionId, KeyUsed)>,
+    pub(crate) live: Option<Live>,
+    pub(crate) pending: Pending,
+    /// `terminate()` was called (or another request terminated the session).
+    pub(crate) terminated: bool,
+    /// A Set-Cookie must go out for the live session (new id, new expiry).
+    pub(crate) cookie_dirty: bool,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.state();
+        f.debug_struct("Session")
+            .field("loaded", &state.loaded)
+            .field("live", &state.live.as_ref().map(|l| l.id))
+            .field(
+                "pending_keys",
+                &state.pending.changes.keys().collect::<Vec<_>>(),
+            )
+            .field("terminated", &state.terminated)
+            .finish()
+    }
+}
+
+impl Session {
+    pub(crate) fn new(config: Config, cookies: Vec<HeaderValue>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                cookies,
+                used: AtomicBool::new(false),
+                state: Mutex::new(State::default()),
+            }),
+        }
+    }
+
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+        // State is only mutated in small, panic-free sections.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn mark_used(&self) {
+        if !self.inner.used.load(Ordering::Relaxed) {
+            self.inner.used.store(true, Ordering::Relaxed);
+        }
+    }
+
+    async fn loaded(&self) -> Result<(), SessionError> {
+        self.mark_used();
+        engine::ensure_loaded(self).await
+    }
+
+    /// The value under `key`, or `None` when there is none.
+    ///
+    /// # Errors
+    /// A store error while loading, or a value of another type.
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
+        match self.get_value(key).await? {
+            None => Ok(None),
+            Some(v) => {
+                serde_json::from_value(v)
+                    .map(Some)
+                    .map_err(|source| SessionError::Deserialize {
+                        key: key.to_owned(),
+                        source,
+                    })
+            }
+        }
+    }
+
+    /// The JSON value under `key`, or `None` when there is none.
+    ///
+    /// # Errors
+    /// A store error while loading.
+    pub async fn get_value(&self, key: &str) -> Result<Option<Value>, SessionError> {
+        self.loaded().await?;
+        Ok(view(&self.state(), key))
+    }
+
+    /// Whether `key` has a value.
+    ///
+    /// # Errors
+    /// A store error while loading.
+    pub async fn contains(&self, key: &str) -> Result<bool, SessionError> {
+        self.loaded().await?;
+        Ok(view(&self.state(), key).is_some())
+    }
+
+    /// All keys that have a value, sorted.
+    ///
+    /// # Errors
+    /// A store error while loading.
+    pub async fn keys(&self) -> Result<Vec<String>, SessionError> {
+        self.loaded().await?;
+        let state = self.state();
+        let mut data = match (&state.live, state.pending.cleared) {
+            (Some(live), false) => live.record.data.clone(),
+            _ => Map::new(),
+        };
+        state.pending.apply(&mut data);
+        Ok(data.keys().cloned().collect())
+    }
+
+    /// Sets `key` to `value`. Recorded now, written by the next save.
+    ///
+    /// # Errors
+    /// [`SessionError::Serialize`] when the value cannot be represented as JSON.
+    pub fn set<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<(), SessionError> {
+        let value = serde_json::to_value(value).map_err(|source| SessionError::Serialize {
+            key: key.to_owned(),
+            source,
+        })?;
+        self.set_value(key, value);
+        Ok(())
+    }
+
+    /// Sets `key` to a JSON value. Recorded now, written by the next save.
+    pub fn set_value(&self, key: &str, value: Value) {
+        self.mark_used();
+        self.state()
+            .pending
+            .changes
+            .insert(key.to_owned(), Some(value));
+    }
+
+    /// Removes `key`, returning its previous value.
+    ///
+    /// # Errors
+    /// A store error while loading, or a previous value of another type.
+    pub async fn remove<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
+        self.loaded().await?;
+        let old = {
+            let mut state = self.state();
+            let old = view(&state, key);
+            state.pending.changes.insert(key.to_owned(), None);
+            old
+        };
+        match old {
+            None => Ok(None),
+            Some(v) => {
+                serde_json::from_value(v)
+                    .map(Some)
+                    .map_err(|source| SessionError::Deserialize {
+                        key: key.to_owned(),
+                        source,
+                    })
+            }
+        }
+    }
+
+    /// Removes every value. Recorded now, written by the next save.
+    pub fn clear(&self) {
+        self.mark_used();
+        let mut state = self.state();
+        state.pending.cleared = true;
+        state.pending.changes.clear();
+    }
+
+    /// Atomically replaces the value under `key` with `f(current value)` and
+    /// saves at once, returning the new value.
+    ///
+    /// The closure may run more than once: when another request saved the
+    /// session in between, the engine reloads it and runs `f` again on the
+    /// fresh value, so concurrent increments are never lost. Like
+    /// [`save`](Session::save), it also writes this request's other changes.
+    ///
+    /// # Errors
+    /// A store error, a value of another type, a value that cannot be
+    /// represented as JSON, [`SessionError::Terminated`] when another request
+    /// terminated the session, or [`SessionError::TooManyConflicts`].
+    pub async fn update<T, F>(&self, key: &str, mut f: F) -> Result<T, SessionError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut(Option<T>) -> T + Send,
+    {
+        self.mark_used();
+        let mut apply = |current: Option<Value>| -> Result<Value, SessionError> {
+            let current =
+                match current {
+                    None => None,
+                    Some(v) => Some(serde_json::from_value(v).map_err(|source| {
+                        SessionError::Deserialize {
+                            key: key.to_owned(),
+                            source,
+                        }
+                    })?),
+                };
+            serde_json::to_value(f(current)).map_err(|source| SessionError::Serialize {
+                key: key.to_owned(),
+                source,
+            })
+        };
+        let value = engine::persist(self, Some((key, &mut apply)), false).await?;
+        let value = value.unwrap_or(Value::Null);
+        serde_json::from_value(value).map_err(|source| SessionError::Deserialize {
+            key: key.to_owned(),
+            source,
+        })
+    }
+
+    /// Writes this request's changes to the store now, creating the session
+    /// (and its cookie) if it does not exist yet. Never wipes data that this
+    /// request did not change, whether or not it read the session first.
+    ///
+    /// # Errors
+    /// A store error, [`SessionError::Terminated`] when another request
+    /// terminated the session, or [`SessionError::TooManyConflicts`].
+    pub async fn save(&self) -> Result<(), SessionError> {
+        self.mark_used();
+        engine::persist(self, None, false).await.map(|_| ())
+    }
+
+    /// Gives the session a new id, keeping its data, and deletes the old id.
+    /// Call it after login and any other privilege change, so that an id
+    /// known before (session fixation) is worthless after. Saves like
+    /// [`save`](Session::save).
+    ///
+    /// # Errors
+    /// As for [`save`](Session::save).
+    pub async fn cycle_id(&self) -> Result<(), SessionError> {
+        self.mark_used();
+        engine::persist(self, None, true).await.map(|_| ())
+    }
+
+    /// Deletes the session from the store and sends a cookie that removes it
+    /// from the browser. Values set afterwards, and saved, start a new session
+    /// under a new id.
+    ///
+    /// # Errors
+    /// A store error while deleting.
+    pub async fn terminate(&self) -> Result<(), SessionError> {
+        self.mark_used();
+        engine::terminate(self).await
+    }
+
+    /// Sets this session's own timeout, leaving the configured default (and
+    /// every other session) alone. Written by the next save; the cookie's
+    /// Max-Age follows.
+    pub fn set_timeout(&self, timeout: Timeout) {
+        self.mark_used();
+        self.state().pending.timeout = Some(timeout);
+    }
+
+    /// This session's timeout: its own if set, else the configured default.
+    pub fn timeout(&self) -> Timeout {
+        let state = self.state();
+        engine::effective_timeout(&self.inner.config, &state)
+    }
+
+    /// Whether the session exists in the store (it was loaded, or saved by this request).
+    pub fn is_stored(&self) -> bool {
+        self.state().live.is_some()
+    }
+
+    /// Whether this request has changes that are not saved yet.
+    pub fn has_pending_changes(&self) -> bool {
+        !self.state().pending.is_empty()
+    }
+}
+
+/// The value of `key` as this request sees it: its own changes over the stored data.
+fn view(state: &State, key: &str) -> Option<Value> {
+    if let Some(change) = state.pending.changes.get(key) {
+        return change.clone();
+    }
+    if state.pending.cleared {
+        return None;
+    }
+    state
+        .live
+        .as_ref()
+        .and_then(|l| l.record.data.get(key).cloned())
+}

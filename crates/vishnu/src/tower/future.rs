@@ -1,0 +1,84 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::task::{ready, Context, Poll};
+
+use http::header::SET_COOKIE;
+use http::{HeaderValue, Response, StatusCode};
+use pin_project_lite::pin_project;
+
+use crate::engine::Engine;
+use crate::error::SessionError;
+use crate::Session;
+
+type Finish = Pin<Box<dyn Future<Output = Result<Option<String>, SessionError>> + Send>>;
+
+pin_project! {
+    /// The response future of [`SessionService`](crate::SessionService).
+    ///
+    /// A request that never used its session completes without allocating:
+    /// the engine is only called (and boxed) when there is something to do.
+    pub struct ResponseFuture<F, B> {
+        #[pin]
+        inner: F,
+        engine: Engine,
+        session: Session,
+        finishing: Option<(Finish, Response<B>)>,
+    }
+}
+
+impl<F, B> ResponseFuture<F, B> {
+    pub(crate) fn new(inner: F, engine: Engine, session: Session) -> Self {
+        Self {
+            inner,
+            engine,
+            session,
+            finishing: None,
+        }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: Default,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            if let Some((finish, _)) = this.finishing.as_mut() {
+                let outcome = ready!(finish.as_mut().poll(cx));
+                let Some((_, mut response)) = this.finishing.take() else {
+                    unreachable!("checked above")
+                };
+                match outcome {
+                    Ok(Some(cookie)) => match HeaderValue::try_from(cookie) {
+                        Ok(value) => {
+                            response.headers_mut().append(SET_COOKIE, value);
+                        }
+                        Err(_) => tracing::error!("session cookie is not a valid header value"),
+                    },
+                    Ok(None) => {}
+                    Err(error) => {
+                        tracing::error!(%error, "session could not be saved: answering 500");
+                        let mut failed = Response::new(B::default());
+                        *failed.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                        return Poll::Ready(Ok(failed));
+                    }
+                }
+                return Poll::Ready(Ok(response));
+            }
+            let response = ready!(this.inner.as_mut().poll(cx))?;
+            if !this.session.inner.used.load(Ordering::Relaxed) {
+                return Poll::Ready(Ok(response));
+            }
+            let engine = this.engine.clone();
+            let session = this.session.clone();
+            let status = response.status().as_u16();
+            let finish: Finish = Box::pin(async move { engine.finish(&session, status).await });
+            *this.finishing = Some((finish, response));
+        }
+    }
+}
