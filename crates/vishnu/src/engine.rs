@@ -114,7 +114,7 @@ impl Engine {
                 };
                 Ok(Some(cookie::issue(config, &value, expires, now)))
             }
-            None if state.terminated || (state.had_cookie && state.decoded) => {
+            None if state.terminated || (state.had_cookie && state.loaded) => {
                 Ok(Some(cookie::removal(config)))
             }
             None => Ok(None),

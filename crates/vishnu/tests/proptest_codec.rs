@@ -1,0 +1,63 @@
+//! Property tests: the codec round-trips, and no input makes decoding or parsing panic.
+
+mod common;
+
+use proptest::prelude::*;
+use vishnu::codec::{Codec, KeyUsed};
+use vishnu::cookie::cookie_values;
+
+fn codecs() -> [Codec; 3] {
+    [
+        Codec::new("vishnu", &[common::SECRET.as_bytes()], &[]),
+        Codec::new("vishnu", &[common::SECRET.as_bytes()], &[common::ENCRYPT_KEY.as_bytes()]),
+        Codec::new(
+            "vishnu",
+            &[common::SECRET.as_bytes(), common::OLD_SECRET.as_bytes()],
+            &[common::ENCRYPT_KEY.as_bytes()],
+        ),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn encode_then_decode_round_trips(payload in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        for codec in codecs() {
+            let value = codec.encode(&payload).expect("encode");
+            prop_assert!(value.len() <= 4096 || payload.len() > 2900);
+            prop_assert_eq!(codec.decode(value.as_bytes()).expect("decode"), (payload.clone(), KeyUsed::Current));
+        }
+    }
+
+    #[test]
+    fn decoding_arbitrary_bytes_never_panics(input in proptest::collection::vec(any::<u8>(), 0..6000)) {
+        for codec in codecs() {
+            let _ = codec.decode(&input);
+        }
+    }
+
+    #[test]
+    fn decoding_arbitrary_base64_never_panics_nor_verifies(input in proptest::collection::vec(any::<u8>(), 0..200)) {
+        use base64::Engine as _;
+        let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&input);
+        for codec in codecs() {
+            prop_assert!(codec.decode(text.as_bytes()).is_err());
+        }
+    }
+
+    #[test]
+    fn parsing_arbitrary_cookie_headers_never_panics(headers in proptest::collection::vec(any::<Vec<u8>>(), 0..4)) {
+        let n = cookie_values(headers.iter().map(Vec::as_slice), "vishnu").count();
+        prop_assert!(n <= headers.iter().map(|h| h.len()).sum::<usize>());
+    }
+
+    #[test]
+    fn any_cookie_header_gets_a_normal_response(header in "[ -~]{0,300}") {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let app = common::app(common::builder().build().expect("config"));
+        let answer = rt.block_on(async {
+            let req = http::Request::get("/get/user").header("cookie", header.as_str()).body(axum::body::Body::empty()).expect("req");
+            tower::ServiceExt::oneshot(app, req).await.expect("infallible")
+        });
+        prop_assert_eq!(answer.status(), 200);
+    }
+}

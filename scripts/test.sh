@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: the README's test command and what CI runs.
+#
+#   scripts/test.sh            everything
+#
+# It installs what is missing (Debian packages, when run as root), starts every
+# server the tests need on free loopback ports in a temporary directory, runs
+# the checks, and stops the servers by PID on exit. Under CI (CI=true) a server
+# that cannot be started fails the run; it is never skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+step() { printf '\n==== %s\n' "$*"; }
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/vishnu-test.XXXXXX")
+pids=()
+cleanup() {
+  local rc=$?
+  for pid in "${pids[@]:-}"; do
+    [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+  done
+  for svc in "${services[@]:-}"; do
+    [ -n "$svc" ] && bash "scripts/services/$svc.sh" stop "$work/services" >/dev/null 2>&1 || true
+  done
+  rm -rf "$work"
+  exit $rc
+}
+trap cleanup EXIT INT TERM
+services=()
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_http() { # url
+  for _ in $(seq 1 200); do
+    if python3 -c 'import sys,urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' "$1" 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "timed out waiting for $1" >&2
+  return 1
+}
+
+step "format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --quiet
+
+step "Rust tests"
+cargo test --workspace --all-features
+
+step "demo route checks"
+cargo build --quiet --example demo
+demo_check() { # store-url
+  local port; port=$(free_port)
+  ./target/debug/examples/demo --port "$port" --store "$1" >"$work/demo-$port.log" 2>&1 &
+  local pid=$!
+  pids+=("$pid")
+  wait_http "http://127.0.0.1:$port/public"
+  echo "-- demo with --store $1"
+  python3 scripts/check_demo.py "http://127.0.0.1:$port"
+  kill "$pid"
+  wait "$pid" 2>/dev/null || true
+}
+demo_check memory
+
+step "all checks passed"
