@@ -16,7 +16,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
-use vishnu::{Config, MemoryStore, Session, SessionError, SessionLayer, SessionStore};
+use vishnu::{Config, Session, SessionError, SessionLayer};
 
 struct Args {
     port: u16,
@@ -49,22 +49,16 @@ fn parse_args() -> Result<Args, String> {
                 );
             }
             "-h" | "--help" => {
-                println!("usage: demo [--port N] [--store URL] [--timeout SECONDS]\n  --store: memory (default)");
+                println!(
+                    "usage: demo [--port N] [--store URL] [--timeout SECONDS]\n  --store: {} (default memory)",
+                    vishnu::store::supported().join(", ")
+                );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
     }
     Ok(args)
-}
-
-fn open_store(url: &str) -> Result<Box<dyn SessionStore>, String> {
-    match url {
-        "memory" => Ok(Box::new(MemoryStore::new().with_capacity(1_000_000))),
-        other => Err(format!(
-            "--store {other:?}: unknown store (this build supports: memory)"
-        )),
-    }
 }
 
 #[tokio::main]
@@ -82,7 +76,7 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    let store = match open_store(&args.store) {
+    let store = match vishnu::store::open(&args.store).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("demo: {e}");
@@ -93,7 +87,7 @@ async fn main() {
         .unwrap_or_else(|_| "demo secret: change me, at least 32 bytes long".into());
     let mut builder = Config::builder()
         .secret(secret)
-        .shared_store(store.into())
+        .shared_store(store)
         .auto_save(true)
         // The demo serves plain http on localhost, where browsers drop Secure
         // cookies; the library default (secure = true) stays on for real apps.

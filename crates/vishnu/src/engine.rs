@@ -93,6 +93,21 @@ impl Engine {
         if !server_error {
             refresh(session).await;
         }
+        self.set_cookie(session)
+    }
+
+    /// The `Set-Cookie` value the session needs right now, if any, without any
+    /// store I/O: a new or cycled id, a refreshed expiry, a re-issue under the
+    /// current secret, or a removal. [`finish`](Engine::finish) returns this
+    /// after saving; the Python front also exposes it as `Session.header()`.
+    ///
+    /// # Errors
+    /// [`SessionError::Random`] if no nonce could be drawn for a sealed cookie.
+    pub fn set_cookie(&self, session: &Session) -> Result<Option<String>, SessionError> {
+        if !session.inner.used.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let config = &*self.config.inner;
         let now = config.clock.now_millis();
         let state = session.state();
         match &state.live {

@@ -36,6 +36,10 @@ pub enum SessionError {
     /// A save kept conflicting with concurrent saves and gave up.
     #[error("the session was changed concurrently too many times; changes were not saved")]
     TooManyConflicts,
+    /// The function given to [`Session::update_value`](crate::Session::update_value) failed;
+    /// nothing was saved.
+    #[error("the update function failed: {0}")]
+    Callback(Box<dyn std::error::Error + Send + Sync>),
     /// The operating system could not provide randomness for an id or nonce.
     #[error("no randomness available from the operating system")]
     Random,

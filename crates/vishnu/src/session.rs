@@ -294,6 +294,21 @@ impl Session {
         })
     }
 
+    /// Like [`update`](Session::update) on JSON values, with a fallible
+    /// function: an `Err` aborts the update, saves nothing, and is returned.
+    /// Used by the Python front, whose callbacks can raise.
+    ///
+    /// # Errors
+    /// As for [`update`](Session::update), plus the function's own error.
+    pub async fn update_value<F>(&self, key: &str, mut f: F) -> Result<Value, SessionError>
+    where
+        F: FnMut(Option<Value>) -> Result<Value, SessionError> + Send,
+    {
+        self.mark_used();
+        let value = engine::persist(self, Some((key, &mut f)), false).await?;
+        Ok(value.unwrap_or(Value::Null))
+    }
+
     /// Writes this request's changes to the store now, creating the session
     /// (and its cookie) if it does not exist yet. Never wipes data that this
     /// request did not change, whether or not it read the session first.

@@ -19,6 +19,8 @@ use crate::id::StoreKey;
 use crate::record::{Millis, Record};
 
 pub mod memory;
+mod open;
+pub use open::{open, supported};
 
 /// A store failure: the store could not be reached, timed out, or returned garbage.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +35,9 @@ pub enum StoreError {
     /// A stored record could not be decoded.
     #[error("session store returned a corrupt record: {0}")]
     Corrupt(String),
+    /// A store URL that names no store this build supports.
+    #[error("invalid store URL: {0}")]
+    InvalidUrl(String),
     /// The record is too large for this store.
     #[error("session record too large: {0}")]
     TooLarge(String),

@@ -1,0 +1,11 @@
+"""Google Cloud Datastore (google-cloud-datastore), kind ``VishnuSession``."""
+from vishnu.backend.config import Base
+
+
+class Config(Base):
+    """Sessions in Cloud Datastore. Needs ``vishnu[datastore]``."""
+
+    def _open_store(self):
+        from vishnu import _vishnu
+        from vishnu.backend.client.google_cloud_datastore import Store
+        return _vishnu.Store.python(Store())

@@ -1,0 +1,6 @@
+"""The original's pymemcache configuration; runs on vishnu's memcached store (no pymemcache needed)."""
+from vishnu.backend.config.memcache import DEFAULT_HOST, DEFAULT_PORT, _MemcacheConfig
+
+
+class Config(_MemcacheConfig):
+    """memcached at host:port."""

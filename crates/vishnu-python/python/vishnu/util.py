@@ -1,0 +1,30 @@
+"""Cleanup helpers (the original's ``vishnu.util``). Each returns True when nothing more is left,
+so that ``while not gae_ndb_delete_expired_sessions(): pass`` ends."""
+
+DEFAULT_DORMANT_FOR = 86400
+DEFAULT_LIMIT = 500
+
+
+def delete_expired_sessions(config, dormant_for=DEFAULT_DORMANT_FOR, limit=DEFAULT_LIMIT):
+    """Removes expired sessions, and sessions unused for ``dormant_for`` seconds, at most ``limit``,
+    from ``config``'s store (SQL and memory stores; Redis and memcached expire records themselves).
+    Returns True when nothing more is left."""
+    removed, more = config._get_store().delete_expired(int(dormant_for), int(limit))
+    return not more
+
+
+def google_app_engine_ndb_delete_expired_sessions(dormant_for=DEFAULT_DORMANT_FOR, limit=DEFAULT_LIMIT):
+    """Removes expired or dormant NDB sessions, at most ``limit``; True when nothing more is left."""
+    from vishnu.backend.client.google_app_engine_ndb import delete_expired
+    return delete_expired(dormant_for, limit)
+
+
+def gae_ndb_delete_expired_sessions(dormant_for=DEFAULT_DORMANT_FOR, limit=DEFAULT_LIMIT):
+    """Short name of :func:`google_app_engine_ndb_delete_expired_sessions`."""
+    return google_app_engine_ndb_delete_expired_sessions(dormant_for, limit)
+
+
+def google_cloud_datastore_delete_expired_sessions(dormant_for=DEFAULT_DORMANT_FOR, limit=DEFAULT_LIMIT):
+    """Removes expired or dormant Cloud Datastore sessions, at most ``limit``; True when nothing more is left."""
+    from vishnu.backend.client.google_cloud_datastore import delete_expired
+    return delete_expired(dormant_for, limit)

@@ -1,0 +1,366 @@
+//! `vishnu._vishnu`: the Rust engine for the Python package.
+//!
+//! A few thin classes: `Engine` (one per `vishnu.session.Config`), `Store`
+//! (opened from a URL, or wrapping a store written in Python) and `Session`
+//! (one per request). Values cross the boundary as JSON text; every call that
+//! may touch the store releases the GIL while it waits.
+
+#![forbid(unsafe_code)]
+
+mod pystore;
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use http::HeaderValue;
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use serde_json::Value;
+use tokio::runtime::Runtime;
+use vishnu::{SameSite, SessionStore, Timeout};
+
+create_exception!(_vishnu, SessionError, PyException, "A session operation failed.");
+create_exception!(
+    _vishnu,
+    StoreError,
+    SessionError,
+    "The session store failed (unreachable, timed out, or returned corrupt data)."
+);
+create_exception!(
+    _vishnu,
+    SessionTerminated,
+    SessionError,
+    "Another request terminated the session; the changes were not saved."
+);
+
+fn runtime() -> PyResult<&'static Runtime> {
+    static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("vishnu")
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| PyRuntimeError::new_err(format!("vishnu: cannot start its runtime: {e}")))
+}
+
+/// Runs a future on the engine's runtime with the GIL released.
+fn block_on<F>(py: Python<'_>, future: F) -> PyResult<F::Output>
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    let rt = runtime()?;
+    Ok(py.detach(|| rt.block_on(future)))
+}
+
+fn to_py(err: vishnu::SessionError) -> PyErr {
+    match err {
+        vishnu::SessionError::Store(e) => StoreError::new_err(e.to_string()),
+        vishnu::SessionError::Terminated => SessionTerminated::new_err(err.to_string()),
+        vishnu::SessionError::Serialize { .. } | vishnu::SessionError::Deserialize { .. } => {
+            PyTypeError::new_err(err.to_string())
+        }
+        other => SessionError::new_err(other.to_string()),
+    }
+}
+
+fn parse_json(key: &str, json: &str) -> PyResult<Value> {
+    serde_json::from_str(json).map_err(|e| {
+        PyTypeError::new_err(format!("session value {key:?} is not valid JSON: {e}"))
+    })
+}
+
+/// A session store, opened from a URL or wrapping a Python object.
+#[pyclass(frozen, module = "vishnu._vishnu")]
+struct Store {
+    inner: Arc<dyn SessionStore>,
+}
+
+#[pymethods]
+impl Store {
+    /// Opens the store a URL names (`memory`, `redis://…`, `memcache://…`, `sqlite://…`, …).
+    #[staticmethod]
+    fn open(py: Python<'_>, url: String) -> PyResult<Self> {
+        let inner = block_on(py, async move { vishnu::store::open(&url).await })?
+            .map_err(|e| StoreError::new_err(e.to_string()))?;
+        Ok(Self { inner })
+    }
+
+    /// Wraps a store written in Python (see `vishnu.backend.PythonStore`).
+    #[staticmethod]
+    fn python(store: Py<PyAny>) -> Self {
+        Self {
+            inner: Arc::new(pystore::PyStore::new(store)),
+        }
+    }
+
+    /// The store URL schemes this build supports.
+    #[staticmethod]
+    fn supported() -> Vec<&'static str> {
+        vishnu::store::supported()
+    }
+
+    /// Removes expired and dormant records, at most `limit`; returns `(removed, more)`.
+    fn delete_expired(&self, py: Python<'_>, dormant_for: u64, limit: usize) -> PyResult<(u64, bool)> {
+        let store = self.inner.clone();
+        let now = vishnu::Clock::now_millis(&vishnu::SystemClock);
+        let cleanup = block_on(py, async move {
+            store
+                .delete_expired(now, Duration::from_secs(dormant_for), limit)
+                .await
+        })?
+        .map_err(|e| StoreError::new_err(e.to_string()))?;
+        Ok((cleanup.removed, cleanup.more))
+    }
+}
+
+/// The engine for one configuration.
+#[pyclass(frozen, module = "vishnu._vishnu")]
+struct Engine {
+    inner: vishnu::Engine,
+}
+
+#[pymethods]
+impl Engine {
+    #[new]
+    #[pyo3(signature = (*, secret, store, fallback_secrets=Vec::new(), cookie_name="vishnu".to_owned(), encrypt_key=None, fallback_encrypt_keys=Vec::new(), secure=true, http_only=true, same_site="Lax".to_owned(), domain=None, path="/".to_owned(), auto_save=false, timeout=None, absolute_timeout=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        secret: Vec<u8>,
+        store: &Store,
+        fallback_secrets: Vec<Vec<u8>>,
+        cookie_name: String,
+        encrypt_key: Option<Vec<u8>>,
+        fallback_encrypt_keys: Vec<Vec<u8>>,
+        secure: bool,
+        http_only: bool,
+        same_site: String,
+        domain: Option<String>,
+        path: String,
+        auto_save: bool,
+        timeout: Option<u64>,
+        absolute_timeout: Option<u64>,
+    ) -> PyResult<Self> {
+        let same_site = match same_site.to_ascii_lowercase().as_str() {
+            "strict" => SameSite::Strict,
+            "lax" => SameSite::Lax,
+            "none" => SameSite::None,
+            _ => {
+                return Err(PyValueError::new_err(format!(
+                    "same_site must be 'Strict', 'Lax' or 'None', got {same_site:?}"
+                )))
+            }
+        };
+        let mut b = vishnu::Config::builder()
+            .secret(secret)
+            .shared_store(store.inner.clone())
+            .cookie_name(cookie_name)
+            .secure(secure)
+            .http_only(http_only)
+            .same_site(same_site)
+            .path(path)
+            .auto_save(auto_save);
+        for s in fallback_secrets {
+            b = b.fallback_secret(s);
+        }
+        if let Some(k) = encrypt_key {
+            b = b.encrypt_key(k);
+        }
+        for k in fallback_encrypt_keys {
+            b = b.fallback_encrypt_key(k);
+        }
+        if let Some(d) = domain {
+            b = b.domain(d);
+        }
+        if let Some(t) = timeout {
+            b = b.timeout(Duration::from_secs(t));
+        }
+        if let Some(t) = absolute_timeout {
+            b = b.absolute_timeout(Duration::from_secs(t));
+        }
+        let config = b.build().map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(Self {
+            inner: vishnu::Engine::new(config),
+        })
+    }
+
+    /// Starts a request from its `Cookie` header (WSGI `HTTP_COOKIE`), if any.
+    #[pyo3(signature = (cookie_header=None))]
+    fn begin(&self, cookie_header: Option<&str>) -> Session {
+        let cookies = cookie_header
+            .and_then(|c| HeaderValue::from_bytes(c.as_bytes()).ok())
+            .into_iter()
+            .collect();
+        Session {
+            inner: self.inner.begin(cookies),
+            engine: self.inner.clone(),
+            finished: Mutex::new(false),
+        }
+    }
+}
+
+/// One request's session. Values are JSON text.
+#[pyclass(frozen, module = "vishnu._vishnu")]
+struct Session {
+    inner: vishnu::Session,
+    engine: vishnu::Engine,
+    finished: Mutex<bool>,
+}
+
+#[pymethods]
+impl Session {
+    /// The JSON text of `key`'s value, or None.
+    fn get(&self, py: Python<'_>, key: String) -> PyResult<Option<String>> {
+        let s = self.inner.clone();
+        let v = block_on(py, async move { s.get_value(&key).await })?.map_err(to_py)?;
+        Ok(v.map(|v| v.to_string()))
+    }
+
+    /// Sets `key` to a JSON text value.
+    fn set(&self, key: &str, json: &str) -> PyResult<()> {
+        let value = parse_json(key, json)?;
+        self.inner.set_value(key, value);
+        Ok(())
+    }
+
+    /// Removes `key`, returning the JSON text of its old value, or None.
+    fn remove(&self, py: Python<'_>, key: String) -> PyResult<Option<String>> {
+        let s = self.inner.clone();
+        let v = block_on(py, async move { s.remove::<Value>(&key).await })?.map_err(to_py)?;
+        Ok(v.map(|v| v.to_string()))
+    }
+
+    /// Whether `key` has a value.
+    fn contains(&self, py: Python<'_>, key: String) -> PyResult<bool> {
+        let s = self.inner.clone();
+        block_on(py, async move { s.contains(&key).await })?.map_err(to_py)
+    }
+
+    /// All keys, sorted.
+    fn keys(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        let s = self.inner.clone();
+        block_on(py, async move { s.keys().await })?.map_err(to_py)
+    }
+
+    /// Removes every value (written by the next save).
+    fn clear(&self) {
+        self.inner.clear();
+    }
+
+    /// Atomically replaces `key`'s value with `func(old JSON text or None) -> new JSON text`, saving at once.
+    fn update(&self, py: Python<'_>, key: String, func: Py<PyAny>) -> PyResult<String> {
+        let s = self.inner.clone();
+        let failure: Arc<Mutex<Option<PyErr>>> = Arc::new(Mutex::new(None));
+        let slot = failure.clone();
+        let key2 = key.clone();
+        let result = block_on(py, async move {
+            s.update_value(&key2, |current| {
+                Python::attach(|py| {
+                    let arg = current.map(|v| v.to_string());
+                    let out = func
+                        .call1(py, (arg,))
+                        .and_then(|o| o.extract::<String>(py))
+                        .and_then(|text| parse_json(&key2, &text));
+                    out.map_err(|e| {
+                        let message = e.to_string();
+                        if let Ok(mut slot) = slot.lock() {
+                            *slot = Some(e);
+                        }
+                        vishnu::SessionError::Callback(message.into())
+                    })
+                })
+            })
+            .await
+        })?;
+        match result {
+            Ok(v) => Ok(v.to_string()),
+            Err(vishnu::SessionError::Callback(_)) => {
+                let err = failure.lock().ok().and_then(|mut s| s.take());
+                Err(err.unwrap_or_else(|| SessionError::new_err("the update function failed")))
+            }
+            Err(e) => Err(to_py(e)),
+        }
+    }
+
+    /// Writes this request's changes now.
+    fn save(&self, py: Python<'_>) -> PyResult<()> {
+        let s = self.inner.clone();
+        block_on(py, async move { s.save().await })?.map_err(to_py)
+    }
+
+    /// Deletes the session server-side and schedules a removal cookie.
+    fn terminate(&self, py: Python<'_>) -> PyResult<()> {
+        let s = self.inner.clone();
+        block_on(py, async move { s.terminate().await })?.map_err(to_py)
+    }
+
+    /// A new id for the same data; the old id is deleted.
+    fn cycle_id(&self, py: Python<'_>) -> PyResult<()> {
+        let s = self.inner.clone();
+        block_on(py, async move { s.cycle_id().await })?.map_err(to_py)
+    }
+
+    /// This session's own timeout in seconds, or None for a browser-session cookie.
+    #[pyo3(signature = (seconds=None))]
+    fn set_timeout(&self, seconds: Option<u64>) -> PyResult<()> {
+        let timeout = match seconds {
+            Some(0) => return Err(PyValueError::new_err("timeout must be at least 1 second")),
+            Some(s) => Timeout::Seconds(s),
+            None => Timeout::BrowserSession,
+        };
+        self.inner.set_timeout(timeout);
+        Ok(())
+    }
+
+    /// This session's timeout in seconds, or None for a browser-session cookie.
+    fn timeout(&self) -> Option<u64> {
+        match self.inner.timeout() {
+            Timeout::Seconds(s) => Some(s),
+            Timeout::BrowserSession => None,
+        }
+    }
+
+    /// Whether the session exists in the store.
+    fn is_stored(&self) -> bool {
+        self.inner.is_stored()
+    }
+
+    /// Whether there are unsaved changes.
+    fn has_pending_changes(&self) -> bool {
+        self.inner.has_pending_changes()
+    }
+
+    /// The Set-Cookie value the session needs now, without store I/O.
+    fn header(&self) -> PyResult<Option<String>> {
+        self.engine.set_cookie(&self.inner).map_err(to_py)
+    }
+
+    /// Ends the request: saves (with auto_save, never for a 5xx), refreshes the
+    /// expiry, and returns the Set-Cookie value, if any.
+    fn finish(&self, py: Python<'_>, status: u16) -> PyResult<Option<String>> {
+        if let Ok(mut f) = self.finished.lock() {
+            *f = true;
+        }
+        let s = self.inner.clone();
+        let engine = self.engine.clone();
+        block_on(py, async move { engine.finish(&s, status).await })?.map_err(to_py)
+    }
+}
+
+#[pymodule]
+fn _vishnu(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Engine>()?;
+    m.add_class::<Session>()?;
+    m.add_class::<Store>()?;
+    m.add("SessionError", m.py().get_type::<SessionError>())?;
+    m.add("StoreError", m.py().get_type::<StoreError>())?;
+    m.add("SessionTerminated", m.py().get_type::<SessionTerminated>())?;
+    Ok(())
+}
