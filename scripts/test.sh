@@ -50,17 +50,30 @@ cargo test --workspace --all-features
 
 step "demo route checks"
 cargo build --quiet --example demo
-demo_check() { # store-url
+demo_check() { # store-url [command...]
   local port; port=$(free_port)
-  ./target/debug/examples/demo --port "$port" --store "$1" >"$work/demo-$port.log" 2>&1 &
+  local store=$1; shift
+  local cmd=("$@"); [ ${#cmd[@]} -gt 0 ] || cmd=(./target/debug/examples/demo)
+  "${cmd[@]}" --port "$port" --store "$store" >"$work/demo-$port.log" 2>&1 &
   local pid=$!
   pids+=("$pid")
   wait_http "http://127.0.0.1:$port/public"
-  echo "-- demo with --store $1"
+  echo "-- ${cmd[*]} --store $store"
   python3 scripts/check_demo.py "http://127.0.0.1:$port"
   kill "$pid"
   wait "$pid" 2>/dev/null || true
 }
 demo_check memory
+
+step "Python package (wheel built with maturin, tested with pytest)"
+venv="$root/target/venv"
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install --quiet --disable-pip-version-check maturin pytest flask gunicorn waitress \
+  appengine-python-standard google-cloud-datastore
+rm -rf "$work/wheels"
+"$venv/bin/maturin" build --quiet --profile dev --out "$work/wheels"
+"$venv/bin/pip" install --quiet --disable-pip-version-check --force-reinstall --no-deps "$work"/wheels/vishnu-*.whl
+(cd crates/vishnu-python/tests && "$venv/bin/python" -m pytest -q -p no:cacheprovider)
+demo_check memory "$venv/bin/python" -m vishnu.demo
 
 step "all checks passed"

@@ -1,6 +1,9 @@
 //! A `SessionStore` written in Python: an object with `load`, `create`, `save`,
 //! `delete`, `touch` and `delete_expired` methods over JSON text records.
-//! Calls run on tokio's blocking pool so the runtime's workers never wait on the GIL.
+//! Calls run inline, on the thread that polls the engine's future: from the
+//! Python front that is the request's own thread (the engine blocks on its
+//! future there, with the GIL released), so stores that rely on per-request
+//! thread state (App Engine's API context) keep working.
 
 use std::time::Duration;
 
@@ -26,12 +29,10 @@ impl PyStore {
         T: Send + 'static,
         F: FnOnce(Python<'_>, &Bound<'_, PyAny>) -> PyResult<T> + Send + 'static,
     {
-        let object = self.object.clone();
-        tokio::task::spawn_blocking(move || {
-            Python::attach(|py| f(py, object.bind(py)).map_err(|e| StoreError::Unavailable(format!("python store: {e}"))))
+        Python::attach(|py| {
+            f(py, self.object.bind(py))
+                .map_err(|e| StoreError::Unavailable(format!("python store: {e}")))
         })
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("python store task failed: {e}")))?
     }
 }
 

@@ -16,7 +16,7 @@ def delete_expired_sessions(config, dormant_for=DEFAULT_DORMANT_FOR, limit=DEFAU
 def google_app_engine_ndb_delete_expired_sessions(dormant_for=DEFAULT_DORMANT_FOR, limit=DEFAULT_LIMIT):
     """Removes expired or dormant NDB sessions, at most ``limit``; True when nothing more is left."""
     from vishnu.backend.client.google_app_engine_ndb import delete_expired
-    return delete_expired(dormant_for, limit)
+    return delete_expired(dormant_for, limit)[1]
 
 
 def gae_ndb_delete_expired_sessions(dormant_for=DEFAULT_DORMANT_FOR, limit=DEFAULT_LIMIT):
@@ -27,4 +27,4 @@ def gae_ndb_delete_expired_sessions(dormant_for=DEFAULT_DORMANT_FOR, limit=DEFAU
 def google_cloud_datastore_delete_expired_sessions(dormant_for=DEFAULT_DORMANT_FOR, limit=DEFAULT_LIMIT):
     """Removes expired or dormant Cloud Datastore sessions, at most ``limit``; True when nothing more is left."""
     from vishnu.backend.client.google_cloud_datastore import delete_expired
-    return delete_expired(dormant_for, limit)
+    return delete_expired(dormant_for, limit)[1]
