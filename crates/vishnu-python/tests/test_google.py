@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 import urllib.request
 
@@ -94,7 +95,8 @@ def datastore_emulator():
     port = free_port()
     proc = subprocess.Popen([EMULATOR, "start", "--host=127.0.0.1", "--port=%d" % port,
                              "--store_on_disk=false", "--consistency=1.0"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            cwd=tempfile.mkdtemp(prefix="vishnu-datastore-"))
     deadline = time.time() + 60
     while time.time() < deadline:
         try:
