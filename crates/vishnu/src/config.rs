@@ -140,6 +140,7 @@ pub(crate) struct ConfigInner {
     pub(crate) absolute_timeout: Option<Duration>,
     pub(crate) browser_session_ttl: Duration,
     pub(crate) store: Arc<dyn SessionStore>,
+    pub(crate) client_side: bool,
     pub(crate) clock: Arc<dyn Clock>,
 }
 
@@ -437,6 +438,12 @@ impl ConfigBuilder {
         secrets.extend(self.fallback_secrets.iter().map(Vec::as_slice));
         let mut keys: Vec<&[u8]> = self.encrypt_key.iter().map(Vec::as_slice).collect();
         keys.extend(self.fallback_encrypt_keys.iter().map(Vec::as_slice));
+        if store.client_side() && keys.is_empty() {
+            // A cookie store always encrypts: without an encrypt key, the
+            // encryption key is derived from the secret (HKDF, its own label).
+            keys.push(&secret);
+            keys.extend(self.fallback_secrets.iter().map(Vec::as_slice));
+        }
         let codec = Codec::new(&self.cookie_name, &secrets, &keys);
 
         Ok(Config {
@@ -452,6 +459,7 @@ impl ConfigBuilder {
                 timeout,
                 absolute_timeout: self.absolute_timeout,
                 browser_session_ttl: self.browser_session_ttl,
+                client_side: store.client_side(),
                 store,
                 clock: self.clock,
             }),

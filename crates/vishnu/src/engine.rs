@@ -119,10 +119,7 @@ impl Engine {
                 if !(state.cookie_dirty || reissue) {
                     return Ok(None);
                 }
-                let value = config
-                    .codec
-                    .encode(live.id.as_bytes())
-                    .map_err(|_| SessionError::Random)?;
+                let value = encode_cookie(config, live)?;
                 let expires = match effective_timeout(&self.config, &state) {
                     Timeout::Seconds(_) => Some(live.record.expires_at),
                     Timeout::BrowserSession => None,
@@ -204,6 +201,17 @@ fn decode(session: &Session, state: &mut State) {
     for value in cookie::cookie_values(headers, &config.cookie_name) {
         state.had_cookie = true;
         match config.codec.decode(value) {
+            Ok((payload, used)) if config.client_side => match client_side_record(&payload) {
+                Some((id, record)) => {
+                    state.incoming = Some((id, used));
+                    if !is_expired(config, &record, config.clock.now_millis()) {
+                        state.live = Some(Live { id, record });
+                    }
+                    state.loaded = true;
+                    return;
+                }
+                None => error = Some(CodecError::Truncated),
+            },
             Ok((payload, used)) => match <[u8; ID_LEN]>::try_from(payload.as_slice()) {
                 Ok(bytes) => {
                     state.incoming = Some((SessionId::from_bytes(bytes), used));
@@ -217,6 +225,30 @@ fn decode(session: &Session, state: &mut State) {
     if let Some(e) = error {
         invalid_cookie(e);
     }
+}
+
+/// The cookie value of a live session: its id, or with a client-side store
+/// the id followed by the whole record.
+fn encode_cookie(config: &ConfigInner, live: &Live) -> Result<String, SessionError> {
+    let value = if config.client_side {
+        let mut payload = live.id.as_bytes().to_vec();
+        payload.extend_from_slice(&live.record.to_json());
+        config.codec.encode(&payload)
+    } else {
+        config.codec.encode(live.id.as_bytes())
+    };
+    let value = value.map_err(|_| SessionError::Random)?;
+    let size = config.cookie_name.len() + 1 + value.len();
+    if size > crate::codec::MAX_COOKIE_BYTES {
+        return Err(SessionError::CookieTooLarge { size });
+    }
+    Ok(value)
+}
+
+fn client_side_record(payload: &[u8]) -> Option<(SessionId, Record)> {
+    let (id, json) = payload.split_at_checked(ID_LEN)?;
+    let id = SessionId::from_bytes(<[u8; ID_LEN]>::try_from(id).ok()?);
+    Some((id, Record::from_json(json).ok()?))
 }
 
 /// Logs an invalid cookie at most once a second, counting the ones not logged,
@@ -246,6 +278,10 @@ pub(crate) async fn ensure_loaded(session: &Session) -> Result<(), SessionError>
             return Ok(());
         }
         decode(session, &mut state);
+        if session.inner.config.inner.client_side {
+            state.loaded = true;
+            return Ok(());
+        }
         match state.incoming {
             Some((id, _)) => (id, id.store_key()),
             None => {
@@ -323,6 +359,19 @@ pub(crate) async fn persist(
             None => None,
         };
         let persistent = matches!(timeout, Timeout::Seconds(_));
+
+        if config.client_side {
+            // The record travels in the cookie: check now that it fits, so
+            // the handler gets the error at save time.
+            let id = match (&live, cycle) {
+                (Some(l), false) => l.id,
+                _ => SessionId::generate().map_err(|_| SessionError::Random)?,
+            };
+            let candidate = Live { id, record };
+            encode_cookie(config, &candidate)?;
+            commit(session, candidate.id, candidate.record, true);
+            return Ok(new_value);
+        }
 
         let Some(live) = live else {
             // A new session: always a fresh id (a cookie's unknown id is never adopted).
@@ -431,8 +480,10 @@ pub(crate) async fn terminate(session: &Session) -> Result<(), SessionError> {
         }
         keys
     };
-    for key in &keys {
-        session.inner.config.inner.store.delete(key).await?;
+    if !session.inner.config.inner.client_side {
+        for key in &keys {
+            session.inner.config.inner.store.delete(key).await?;
+        }
     }
     let mut state = session.state();
     state.loaded = true;
@@ -463,14 +514,19 @@ async fn refresh(session: &Session) {
             matches!(timeout, Timeout::Seconds(_)),
         )
     };
-    match config.store.touch(&key, now, new_expiry).await {
+    let touched = if config.client_side {
+        Ok(true)
+    } else {
+        config.store.touch(&key, now, new_expiry).await
+    };
+    match touched {
         Ok(true) => {
             let mut state = session.state();
             if let Some(live) = &mut state.live {
                 live.record.last_access = now;
                 live.record.expires_at = new_expiry;
             }
-            state.cookie_dirty |= persistent;
+            state.cookie_dirty |= persistent || config.client_side;
         }
         Ok(false) => {
             let mut state = session.state();

@@ -40,6 +40,12 @@ pub enum SessionError {
     /// nothing was saved.
     #[error("the update function failed: {0}")]
     Callback(Box<dyn std::error::Error + Send + Sync>),
+    /// With [`CookieStore`](crate::CookieStore): the session no longer fits in a cookie.
+    #[error("the session is too large for a cookie: {size} bytes, at most 4096 for name and value")]
+    CookieTooLarge {
+        /// The size that name and value would have had.
+        size: usize,
+    },
     /// The operating system could not provide randomness for an id or nonce.
     #[error("no randomness available from the operating system")]
     Random,

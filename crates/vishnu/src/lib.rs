@@ -66,6 +66,7 @@ pub use crate::config::{
 pub use crate::engine::Engine;
 pub use crate::error::SessionError;
 pub use crate::session::Session;
+pub use crate::store::cookie::CookieStore;
 pub use crate::store::memory::MemoryStore;
 pub use crate::store::{Cleanup, SaveOutcome, SessionStore, StoreError};
 pub use crate::tower::{SessionLayer, SessionService};

@@ -18,6 +18,7 @@ use async_trait::async_trait;
 use crate::id::StoreKey;
 use crate::record::{Millis, Record};
 
+pub mod cookie;
 pub mod memory;
 mod open;
 pub use open::{open, supported};
@@ -71,6 +72,12 @@ pub struct Cleanup {
 /// record past its `expires_at` as absent.
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
+    /// Whether the store keeps sessions in the cookie itself ([`cookie::CookieStore`]):
+    /// the engine then never calls the other methods.
+    fn client_side(&self) -> bool {
+        false
+    }
+
     /// Loads a record, or `None` if there is none (or it expired).
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError>;
 
@@ -112,6 +119,9 @@ pub trait SessionStore: Send + Sync + 'static {
 
 #[async_trait]
 impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
+    fn client_side(&self) -> bool {
+        (**self).client_side()
+    }
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
         (**self).load(key).await
     }

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::store::cookie::CookieStore;
 use crate::store::memory::MemoryStore;
 use crate::store::{SessionStore, StoreError};
 
@@ -10,6 +11,7 @@ use crate::store::{SessionStore, StoreError};
 /// | URL | store | feature |
 /// |---|---|---|
 /// | `memory` | [`MemoryStore`] (bounded to one million sessions) | always |
+/// | `cookie` | [`CookieStore`] (the session in the cookie) | always |
 ///
 /// # Errors
 /// [`StoreError::InvalidUrl`] for an unknown scheme or a store whose cargo
@@ -18,6 +20,7 @@ pub async fn open(url: &str) -> Result<Arc<dyn SessionStore>, StoreError> {
     let scheme = url.split_once("://").map_or(url, |(s, _)| s);
     match scheme {
         "memory" => Ok(Arc::new(MemoryStore::new().with_capacity(1_000_000))),
+        "cookie" => Ok(Arc::new(CookieStore)),
         other => Err(StoreError::InvalidUrl(format!(
             "unknown store {other:?} (this build supports: {})",
             supported().join(", ")
@@ -27,5 +30,5 @@ pub async fn open(url: &str) -> Result<Arc<dyn SessionStore>, StoreError> {
 
 /// The store URL schemes this build supports.
 pub fn supported() -> Vec<&'static str> {
-    vec!["memory"]
+    vec!["memory", "cookie"]
 }
