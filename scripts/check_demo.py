@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Drives a running vishnu demo (Rust or Python) through its routes and checks each answer.
 
-usage: check_demo.py http://127.0.0.1:PORT [--timeout-check SECONDS]
+usage: check_demo.py http://127.0.0.1:PORT [--client-side-store]
+
+--client-side-store: the demo runs on the cookie store, which cannot revoke a
+copied cookie (documented); the two replay checks are reported as skipped.
 
 Exits 0 when every check passes; prints one line per check.
 """
@@ -57,6 +60,7 @@ def main():
         print(__doc__)
         return 2
     base = sys.argv[1]
+    client_side = "--client-side-store" in sys.argv[2:]
     b = Browser(base)
 
     status, text, sc, _ = b.request("GET", "/public")
@@ -90,7 +94,10 @@ def main():
     stale = Browser(base)
     stale.cookies = dict(first_cookie)
     status, text, _, _ = stale.request("GET", "/whoami")
-    check("the pre-login cookie is dead after login", status == 401, (status, text))
+    if client_side:
+        print("skip  the pre-login cookie is dead after login (client-side store)")
+    else:
+        check("the pre-login cookie is dead after login", status == 401, (status, text))
 
     logged_in = dict(b.cookies)
     status, text, sc, headers = b.request("POST", "/logout")
@@ -102,7 +109,10 @@ def main():
     replay = Browser(base)
     replay.cookies = dict(logged_in)
     status, text, _, _ = replay.request("GET", "/whoami")
-    check("a replayed cookie after logout is 401", status == 401, status)
+    if client_side:
+        print("skip  a replayed cookie after logout is 401 (client-side store: cannot revoke copies)")
+    else:
+        check("a replayed cookie after logout is 401", status == 401, status)
 
     tampered = Browser(base)
     name, value = next(iter(logged_in.items()))

@@ -59,11 +59,13 @@ demo_check() { # store-url [command...]
   pids+=("$pid")
   wait_http "http://127.0.0.1:$port/public"
   echo "-- ${cmd[*]} --store $store"
-  python3 scripts/check_demo.py "http://127.0.0.1:$port"
+  local flags=(); [ "$store" = cookie ] && flags=(--client-side-store)
+  python3 scripts/check_demo.py "http://127.0.0.1:$port" "${flags[@]}"
   kill "$pid"
   wait "$pid" 2>/dev/null || true
 }
 demo_check memory
+demo_check cookie
 
 step "Python package (wheel built with maturin, tested with pytest)"
 venv="$root/target/venv"
@@ -75,5 +77,6 @@ rm -rf "$work/wheels"
 "$venv/bin/pip" install --quiet --disable-pip-version-check --force-reinstall --no-deps "$work"/wheels/vishnu-*.whl
 (cd crates/vishnu-python/tests && "$venv/bin/python" -m pytest -q -p no:cacheprovider)
 demo_check memory "$venv/bin/python" -m vishnu.demo
+demo_check cookie "$venv/bin/python" -m vishnu.demo
 
 step "all checks passed"
