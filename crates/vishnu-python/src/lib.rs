@@ -21,7 +21,12 @@ use serde_json::Value;
 use tokio::runtime::Runtime;
 use vishnu::{SameSite, SessionStore, Timeout};
 
-create_exception!(_vishnu, SessionError, PyException, "A session operation failed.");
+create_exception!(
+    _vishnu,
+    SessionError,
+    PyException,
+    "A session operation failed."
+);
 create_exception!(
     _vishnu,
     StoreError,
@@ -72,9 +77,8 @@ fn to_py(err: vishnu::SessionError) -> PyErr {
 }
 
 fn parse_json(key: &str, json: &str) -> PyResult<Value> {
-    serde_json::from_str(json).map_err(|e| {
-        PyTypeError::new_err(format!("session value {key:?} is not valid JSON: {e}"))
-    })
+    serde_json::from_str(json)
+        .map_err(|e| PyTypeError::new_err(format!("session value {key:?} is not valid JSON: {e}")))
 }
 
 /// A session store, opened from a URL or wrapping a Python object.
@@ -108,7 +112,12 @@ impl Store {
     }
 
     /// Removes expired and dormant records, at most `limit`; returns `(removed, more)`.
-    fn delete_expired(&self, py: Python<'_>, dormant_for: u64, limit: usize) -> PyResult<(u64, bool)> {
+    fn delete_expired(
+        &self,
+        py: Python<'_>,
+        dormant_for: u64,
+        limit: usize,
+    ) -> PyResult<(u64, bool)> {
         let store = self.inner.clone();
         let now = vishnu::Clock::now_millis(&vishnu::SystemClock);
         let cleanup = block_on(py, async move {
@@ -185,7 +194,9 @@ impl Engine {
         if let Some(t) = absolute_timeout {
             b = b.absolute_timeout(Duration::from_secs(t));
         }
-        let config = b.build().map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let config = b
+            .build()
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
         Ok(Self {
             inner: vishnu::Engine::new(config),
         })

@@ -56,17 +56,34 @@ impl SessionStore for PyStore {
     }
 
     async fn create(&self, key: &StoreKey, record: &Record) -> Result<bool, StoreError> {
-        let (key, json) = (key.as_str().to_owned(), String::from_utf8_lossy(&record.to_json()).into_owned());
+        let (key, json) = (
+            key.as_str().to_owned(),
+            String::from_utf8_lossy(&record.to_json()).into_owned(),
+        );
         let expires = record.expires_at;
-        self.call(move |_, o| o.call_method1("create", (key, json, expires))?.extract::<bool>())
-            .await
+        self.call(move |_, o| {
+            o.call_method1("create", (key, json, expires))?
+                .extract::<bool>()
+        })
+        .await
     }
 
-    async fn save(&self, key: &StoreKey, record: &Record, expected: u64) -> Result<SaveOutcome, StoreError> {
-        let (key, json) = (key.as_str().to_owned(), String::from_utf8_lossy(&record.to_json()).into_owned());
+    async fn save(
+        &self,
+        key: &StoreKey,
+        record: &Record,
+        expected: u64,
+    ) -> Result<SaveOutcome, StoreError> {
+        let (key, json) = (
+            key.as_str().to_owned(),
+            String::from_utf8_lossy(&record.to_json()).into_owned(),
+        );
         let expires = record.expires_at;
         let outcome = self
-            .call(move |_, o| o.call_method1("save", (key, json, expected, expires))?.extract::<String>())
+            .call(move |_, o| {
+                o.call_method1("save", (key, json, expected, expires))?
+                    .extract::<String>()
+            })
             .await?;
         match outcome.as_str() {
             "saved" => Ok(SaveOutcome::Saved),
@@ -80,19 +97,36 @@ impl SessionStore for PyStore {
 
     async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
         let key = key.as_str().to_owned();
-        self.call(move |_, o| o.call_method1("delete", (key,)).map(|_| ())).await
-    }
-
-    async fn touch(&self, key: &StoreKey, last_access: Millis, expires_at: Millis) -> Result<bool, StoreError> {
-        let key = key.as_str().to_owned();
-        self.call(move |_, o| o.call_method1("touch", (key, last_access, expires_at))?.extract::<bool>())
+        self.call(move |_, o| o.call_method1("delete", (key,)).map(|_| ()))
             .await
     }
 
-    async fn delete_expired(&self, now: Millis, dormant_for: Duration, limit: usize) -> Result<Cleanup, StoreError> {
+    async fn touch(
+        &self,
+        key: &StoreKey,
+        last_access: Millis,
+        expires_at: Millis,
+    ) -> Result<bool, StoreError> {
+        let key = key.as_str().to_owned();
+        self.call(move |_, o| {
+            o.call_method1("touch", (key, last_access, expires_at))?
+                .extract::<bool>()
+        })
+        .await
+    }
+
+    async fn delete_expired(
+        &self,
+        now: Millis,
+        dormant_for: Duration,
+        limit: usize,
+    ) -> Result<Cleanup, StoreError> {
         let dormant = dormant_for.as_secs();
         let (removed, more) = self
-            .call(move |_, o| o.call_method1("delete_expired", (now, dormant, limit))?.extract::<(u64, bool)>())
+            .call(move |_, o| {
+                o.call_method1("delete_expired", (now, dormant, limit))?
+                    .extract::<(u64, bool)>()
+            })
             .await?;
         Ok(Cleanup { removed, more })
     }

@@ -41,7 +41,9 @@ pub enum SessionError {
     #[error("the update function failed: {0}")]
     Callback(Box<dyn std::error::Error + Send + Sync>),
     /// With [`CookieStore`](crate::CookieStore): the session no longer fits in a cookie.
-    #[error("the session is too large for a cookie: {size} bytes, at most 4096 for name and value")]
+    #[error(
+        "the session is too large for a cookie: {size} bytes, at most 4096 for name and value"
+    )]
     CookieTooLarge {
         /// The size that name and value would have had.
         size: usize,

@@ -35,7 +35,15 @@ async fn tampered_cookies_give_fresh_sessions() {
     client.get("/set/user/ada").await;
     let mut bad = client.cookie.clone().expect("cookie").into_bytes();
     bad[20] = if bad[20] == b'A' { b'B' } else { b'A' };
-    let a = send(&client.app, "/get/user", &[&format!("vishnu={}", String::from_utf8(bad).expect("ascii"))]).await;
+    let a = send(
+        &client.app,
+        "/get/user",
+        &[&format!(
+            "vishnu={}",
+            String::from_utf8(bad).expect("ascii")
+        )],
+    )
+    .await;
     assert_eq!((a.status, a.body.as_str()), (StatusCode::OK, "none"));
 }
 
@@ -44,7 +52,11 @@ async fn a_session_too_large_for_a_cookie_is_an_error_at_save_time() {
     let app = app(cookie_config().build().expect("config"));
     let big = "x".repeat(5000);
     let a = send(&app, &format!("/set/blob/{big}"), &[]).await;
-    assert_eq!(a.status, StatusCode::INTERNAL_SERVER_ERROR, "the handler's save() must fail");
+    assert_eq!(
+        a.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the handler's save() must fail"
+    );
     assert!(a.set_cookies.is_empty(), "no truncated cookie may go out");
     // With auto_save the failure at the end of the request is a 500, never a dropped cookie.
     let auto = common::app(cookie_config().auto_save(true).build().expect("config"));
@@ -59,12 +71,19 @@ async fn a_session_too_large_for_a_cookie_is_an_error_at_save_time() {
 #[tokio::test]
 async fn expiry_is_enforced_from_the_sealed_record() {
     let clock = MockClock::new();
-    let config = cookie_config().timeout(Duration::from_secs(10)).clock(clock.clone()).build().expect("config");
+    let config = cookie_config()
+        .timeout(Duration::from_secs(10))
+        .clock(clock.clone())
+        .build()
+        .expect("config");
     let mut client = Client::new(app(config));
     client.get("/set/user/ada").await;
     let replay = client.pair().expect("cookie");
     clock.advance(Duration::from_secs(11));
-    assert_eq!(send(&client.app, "/get/user", &[&replay]).await.body, "none");
+    assert_eq!(
+        send(&client.app, "/get/user", &[&replay]).await.body,
+        "none"
+    );
 }
 
 #[tokio::test]
@@ -81,7 +100,10 @@ async fn terminate_removes_the_cookie_but_cannot_revoke_a_copy() {
 
 #[tokio::test]
 async fn an_encrypt_key_is_used_when_given_and_rotation_works() {
-    let old = cookie_config().encrypt_key(ENCRYPT_KEY).build().expect("config");
+    let old = cookie_config()
+        .encrypt_key(ENCRYPT_KEY)
+        .build()
+        .expect("config");
     let mut client = Client::new(app(old));
     client.get("/set/user/ada").await;
     let rotated = cookie_config()

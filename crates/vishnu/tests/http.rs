@@ -21,7 +21,10 @@ use vishnu::{
 
 fn memory_app() -> (Router, Arc<FlakyStore>) {
     let store = FlakyStore::new(Arc::new(MemoryStore::new()));
-    let config = builder().shared_store(store.clone()).build().expect("config");
+    let config = builder()
+        .shared_store(store.clone())
+        .build()
+        .expect("config");
     (app(config), store)
 }
 
@@ -38,7 +41,11 @@ async fn untouched_session_costs_no_store_io_and_no_cookie() {
     assert!(a.set_cookies.is_empty());
     let a = send(&app, "/public", &["vishnu=garbage"]).await;
     assert!(a.set_cookies.is_empty());
-    assert_eq!(store.io(), before, "a request that never used the session touched the store");
+    assert_eq!(
+        store.io(),
+        before,
+        "a request that never used the session touched the store"
+    );
 }
 
 #[tokio::test]
@@ -65,7 +72,11 @@ async fn flips_give_fresh_sessions(config: Config) {
             bad[byte] ^= 1 << bit;
             let cookie = format!("vishnu={}", URL_SAFE_NO_PAD.encode(&bad));
             let a = send(&app, "/get/user", &[&cookie]).await;
-            assert_eq!((a.status, a.body.as_str()), (StatusCode::OK, "none"), "byte {byte} bit {bit}");
+            assert_eq!(
+                (a.status, a.body.as_str()),
+                (StatusCode::OK, "none"),
+                "byte {byte} bit {bit}"
+            );
             tried += 1;
         }
     }
@@ -87,7 +98,10 @@ async fn every_bit_flip_of_an_encrypted_cookie_gives_a_fresh_session() {
 #[tokio::test]
 async fn malformed_cookies_give_fresh_sessions_and_are_removed() {
     let store = Arc::new(MemoryStore::new());
-    let plain = app(builder().shared_store(store.clone()).build().expect("config"));
+    let plain = app(builder()
+        .shared_store(store.clone())
+        .build()
+        .expect("config"));
     let encrypted = app(builder()
         .shared_store(store)
         .encrypt_key(ENCRYPT_KEY)
@@ -109,7 +123,11 @@ async fn malformed_cookies_give_fresh_sessions_and_are_removed() {
     ];
     for case in &cases {
         let a = send(&plain, "/get/user", &[&format!("vishnu={case}")]).await;
-        assert_eq!((a.status, a.body.as_str()), (StatusCode::OK, "none"), "{case:.40}");
+        assert_eq!(
+            (a.status, a.body.as_str()),
+            (StatusCode::OK, "none"),
+            "{case:.40}"
+        );
         assert!(a.set_cookie().expect("removal").contains("Max-Age=0"));
     }
     // A plain cookie after encryption was turned on: a fresh session, not a 500.
@@ -139,19 +157,32 @@ async fn our_cookie_is_found_among_malformed_neighbours_and_several_headers() {
 #[tokio::test]
 async fn a_cookie_made_under_a_fallback_secret_is_accepted_and_reissued() {
     let store = Arc::new(MemoryStore::new());
-    let old = app(Config::builder().secret(OLD_SECRET).shared_store(store.clone()).build().expect("config"));
+    let old = app(Config::builder()
+        .secret(OLD_SECRET)
+        .shared_store(store.clone())
+        .build()
+        .expect("config"));
     let rotated = app(Config::builder()
         .secret(SECRET)
         .fallback_secret(OLD_SECRET)
         .shared_store(store.clone())
         .build()
         .expect("config"));
-    let new_only = app(Config::builder().secret(SECRET).shared_store(store).build().expect("config"));
+    let new_only = app(Config::builder()
+        .secret(SECRET)
+        .shared_store(store)
+        .build()
+        .expect("config"));
 
     let mut client = Client::new(old);
     client.get("/set/user/ada").await;
     let old_cookie = client.cookie.clone().expect("cookie");
-    assert_eq!(send(&new_only, "/get/user", &[&format!("vishnu={old_cookie}")]).await.body, "none");
+    assert_eq!(
+        send(&new_only, "/get/user", &[&format!("vishnu={old_cookie}")])
+            .await
+            .body,
+        "none"
+    );
 
     client.app = rotated;
     let a = client.get("/get/user").await;
@@ -172,8 +203,15 @@ async fn default_cookie_attributes() {
     let a = send(&app, "/set/user/ada", &[]).await;
     let c = a.set_cookie().expect("cookie");
     assert!(c.starts_with("vishnu="));
-    assert!(c.ends_with("; Path=/; Secure; HttpOnly; SameSite=Lax"), "{c}");
-    assert_eq!(attr(c, "Max-Age"), None, "no timeout means a browser-session cookie");
+    assert!(
+        c.ends_with("; Path=/; Secure; HttpOnly; SameSite=Lax"),
+        "{c}"
+    );
+    assert_eq!(
+        attr(c, "Max-Age"),
+        None,
+        "no timeout means a browser-session cookie"
+    );
     assert_eq!(attr(c, "Domain"), None);
 }
 
@@ -199,17 +237,26 @@ async fn each_option_shows_in_set_cookie() {
 
     let none = builder().same_site(SameSite::None).build().expect("config");
     let a = send(&app(none), "/set/user/ada", &[]).await;
-    assert_eq!(attr(a.set_cookie().expect("cookie"), "SameSite"), Some("None"));
+    assert_eq!(
+        attr(a.set_cookie().expect("cookie"), "SameSite"),
+        Some("None")
+    );
 }
 
 #[tokio::test]
 async fn max_age_and_expires_follow_the_timeouts() {
-    let config = builder().timeout(Duration::from_secs(60)).build().expect("config");
+    let config = builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("config");
     let a = send(&app(config), "/set/user/ada", &[]).await;
     let c = a.set_cookie().expect("cookie");
     assert_eq!(attr(c, "Max-Age"), Some("60"));
     let expires = httpdate::parse_http_date(attr(c, "Expires").expect("Expires")).expect("date");
-    let delta = expires.duration_since(SystemTime::now()).expect("future").as_secs();
+    let delta = expires
+        .duration_since(SystemTime::now())
+        .expect("future")
+        .as_secs();
     assert!((58..=61).contains(&delta), "Expires is {delta}s away");
 
     let capped = builder()
@@ -223,40 +270,78 @@ async fn max_age_and_expires_follow_the_timeouts() {
 
 #[tokio::test]
 async fn a_per_session_timeout_changes_only_that_session() {
-    let config = builder().timeout(Duration::from_secs(60)).build().expect("config");
+    let config = builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("config");
     let app = app(config);
     let mut a = Client::new(app.clone());
     let mut b = Client::new(app.clone());
     a.get("/set/user/ada").await;
     let answer = a.get("/timeout/5").await;
-    assert_eq!(attr(answer.set_cookie().expect("cookie"), "Max-Age"), Some("5"));
+    assert_eq!(
+        attr(answer.set_cookie().expect("cookie"), "Max-Age"),
+        Some("5")
+    );
     let answer = b.get("/set/user/bob").await;
-    assert_eq!(attr(answer.set_cookie().expect("cookie"), "Max-Age"), Some("60"));
+    assert_eq!(
+        attr(answer.set_cookie().expect("cookie"), "Max-Age"),
+        Some("60")
+    );
     let answer = a.get("/timeout/browser").await;
     assert_eq!(attr(answer.set_cookie().expect("cookie"), "Max-Age"), None);
     let answer = Client::new(app).get("/set/user/eve").await;
-    assert_eq!(attr(answer.set_cookie().expect("cookie"), "Max-Age"), Some("60"));
+    assert_eq!(
+        attr(answer.set_cookie().expect("cookie"), "Max-Age"),
+        Some("60")
+    );
 }
 
 #[test]
 fn configuration_errors_name_the_option() {
     let err = |b: vishnu::ConfigBuilder| b.build().expect_err("must fail");
     let short = err(Config::builder().secret("short").store(MemoryStore::new()));
-    assert_eq!(short, ConfigError::KeyTooShort { option: "secret", len: 5 });
+    assert_eq!(
+        short,
+        ConfigError::KeyTooShort {
+            option: "secret",
+            len: 5
+        }
+    );
     assert!(short.to_string().starts_with("secret:"));
-    assert_eq!(err(Config::builder().store(MemoryStore::new())), ConfigError::MissingSecret);
-    assert_eq!(err(Config::builder().secret(SECRET)), ConfigError::MissingStore);
-    assert!(err(builder().encrypt_key("too short")).to_string().starts_with("encrypt_key:"));
-    assert!(err(builder().fallback_secret("x")).to_string().starts_with("fallback_secret:"));
-    assert!(matches!(err(builder().cookie_name("a b")), ConfigError::InvalidCookieName(_)));
-    assert!(matches!(err(builder().cookie_name("")), ConfigError::InvalidCookieName(_)));
+    assert_eq!(
+        err(Config::builder().store(MemoryStore::new())),
+        ConfigError::MissingSecret
+    );
+    assert_eq!(
+        err(Config::builder().secret(SECRET)),
+        ConfigError::MissingStore
+    );
+    assert!(err(builder().encrypt_key("too short"))
+        .to_string()
+        .starts_with("encrypt_key:"));
+    assert!(err(builder().fallback_secret("x"))
+        .to_string()
+        .starts_with("fallback_secret:"));
+    assert!(matches!(
+        err(builder().cookie_name("a b")),
+        ConfigError::InvalidCookieName(_)
+    ));
+    assert!(matches!(
+        err(builder().cookie_name("")),
+        ConfigError::InvalidCookieName(_)
+    ));
     assert_eq!(
         err(builder().same_site(SameSite::None).secure(false)),
         ConfigError::SameSiteNoneRequiresSecure
     );
     assert!(err(builder().path("app")).to_string().starts_with("path:"));
-    assert!(err(builder().domain("a;b")).to_string().starts_with("domain:"));
-    assert!(err(builder().timeout(Duration::ZERO)).to_string().starts_with("timeout:"));
+    assert!(err(builder().domain("a;b"))
+        .to_string()
+        .starts_with("domain:"));
+    assert!(err(builder().timeout(Duration::ZERO))
+        .to_string()
+        .starts_with("timeout:"));
     assert!(err(builder().absolute_timeout(Duration::from_millis(1500)))
         .to_string()
         .starts_with("absolute_timeout:"));
@@ -265,17 +350,39 @@ fn configuration_errors_name_the_option() {
 #[test]
 fn host_and_secure_prefixes_are_validated() {
     let err = |b: vishnu::ConfigBuilder| b.build().expect_err("must fail");
-    assert!(matches!(err(builder().cookie_name("__Host-id").secure(false)), ConfigError::PrefixRequirements(_)));
-    assert!(matches!(err(builder().cookie_name("__Host-id").path("/app")), ConfigError::PrefixRequirements(_)));
-    assert!(matches!(err(builder().cookie_name("__Host-id").domain("example.com")), ConfigError::PrefixRequirements(_)));
-    assert!(matches!(err(builder().cookie_name("__host-id").secure(false)), ConfigError::PrefixRequirements(_)));
-    assert!(matches!(err(builder().cookie_name("__Secure-id").secure(false)), ConfigError::PrefixRequirements(_)));
-    builder().cookie_name("__Secure-id").domain("example.com").build().expect("valid");
+    assert!(matches!(
+        err(builder().cookie_name("__Host-id").secure(false)),
+        ConfigError::PrefixRequirements(_)
+    ));
+    assert!(matches!(
+        err(builder().cookie_name("__Host-id").path("/app")),
+        ConfigError::PrefixRequirements(_)
+    ));
+    assert!(matches!(
+        err(builder().cookie_name("__Host-id").domain("example.com")),
+        ConfigError::PrefixRequirements(_)
+    ));
+    assert!(matches!(
+        err(builder().cookie_name("__host-id").secure(false)),
+        ConfigError::PrefixRequirements(_)
+    ));
+    assert!(matches!(
+        err(builder().cookie_name("__Secure-id").secure(false)),
+        ConfigError::PrefixRequirements(_)
+    ));
+    builder()
+        .cookie_name("__Secure-id")
+        .domain("example.com")
+        .build()
+        .expect("valid");
 }
 
 #[tokio::test]
 async fn a_host_prefixed_cookie_works() {
-    let config = builder().cookie_name("__Host-vishnu").build().expect("config");
+    let config = builder()
+        .cookie_name("__Host-vishnu")
+        .build()
+        .expect("config");
     let mut client = Client::named(app(config), "__Host-vishnu");
     let a = client.get("/set/user/ada").await;
     let c = a.set_cookie().expect("cookie");
@@ -305,12 +412,23 @@ async fn reading_is_activity_with_throttled_refreshes() {
     let a = client.get("/get/user").await;
     assert_eq!(a.body, "ada");
     assert!(a.set_cookies.is_empty(), "refreshed too soon");
-    assert_eq!(store.writes.load(Ordering::SeqCst), writes, "a read within the throttle window wrote");
+    assert_eq!(
+        store.writes.load(Ordering::SeqCst),
+        writes,
+        "a read within the throttle window wrote"
+    );
 
     clock.advance(Duration::from_secs(6));
     let a = client.get("/get/user").await;
-    assert_eq!(attr(a.set_cookie().expect("refreshed cookie"), "Max-Age"), Some("100"));
-    assert_eq!(store.writes.load(Ordering::SeqCst), writes + 1, "one touch, no rewrite");
+    assert_eq!(
+        attr(a.set_cookie().expect("refreshed cookie"), "Max-Age"),
+        Some("100")
+    );
+    assert_eq!(
+        store.writes.load(Ordering::SeqCst),
+        writes + 1,
+        "one touch, no rewrite"
+    );
 
     // Only reading, the user stays logged in well past the first expiry.
     for _ in 0..3 {
@@ -408,8 +526,18 @@ async fn the_removal_cookie_carries_the_issued_attributes() {
         .build()
         .expect("config");
     let mut client = Client::new(app(config));
-    let issued = client.get("/set/user/ada").await.set_cookie().expect("cookie").to_owned();
-    let removal = client.get("/terminate").await.set_cookie().expect("removal").to_owned();
+    let issued = client
+        .get("/set/user/ada")
+        .await
+        .set_cookie()
+        .expect("cookie")
+        .to_owned();
+    let removal = client
+        .get("/terminate")
+        .await
+        .set_cookie()
+        .expect("removal")
+        .to_owned();
     for a in ["Domain", "Path", "Secure", "HttpOnly", "SameSite"] {
         assert_eq!(attr(&removal, a), attr(&issued, a), "{a}");
     }
@@ -444,13 +572,18 @@ async fn a_5xx_response_persists_nothing_unless_saved() {
 #[tokio::test]
 async fn a_load_error_reaches_the_handler_as_a_value() {
     let store = FlakyStore::new(Arc::new(MemoryStore::new()));
-    let config = builder().shared_store(store.clone()).build().expect("config");
+    let config = builder()
+        .shared_store(store.clone())
+        .build()
+        .expect("config");
     let app = Router::new()
         .route(
             "/probe",
             get(|s: Session| async move {
                 match s.get::<String>("user").await {
-                    Err(SessionError::Store(_)) => (StatusCode::SERVICE_UNAVAILABLE, "store down, try later").into_response(),
+                    Err(SessionError::Store(_)) => {
+                        (StatusCode::SERVICE_UNAVAILABLE, "store down, try later").into_response()
+                    }
                     Err(e) => e.into_response(),
                     Ok(_) => "fine".into_response(),
                 }
@@ -462,11 +595,20 @@ async fn a_load_error_reaches_the_handler_as_a_value() {
     client.get("/set/user/ada").await;
     store.fail_reads.store(true, Ordering::SeqCst);
     let a = client.get("/probe").await;
-    assert_eq!((a.status, a.body.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "store down, try later"));
-    assert!(a.set_cookies.is_empty(), "a store outage must not log the user out");
+    assert_eq!(
+        (a.status, a.body.as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "store down, try later")
+    );
+    assert!(
+        a.set_cookies.is_empty(),
+        "a store outage must not log the user out"
+    );
     // With `?`, the error becomes a 500 that reveals nothing.
     let a = client.get("/get/user").await;
-    assert_eq!((a.status, a.body.as_str()), (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"));
+    assert_eq!(
+        (a.status, a.body.as_str()),
+        (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+    );
     store.fail_reads.store(false, Ordering::SeqCst);
     assert_eq!(client.get("/get/user").await.body, "ada");
 }
@@ -474,13 +616,21 @@ async fn a_load_error_reaches_the_handler_as_a_value() {
 #[tokio::test]
 async fn a_save_error_at_the_end_becomes_an_opaque_500() {
     let store = FlakyStore::new(Arc::new(MemoryStore::new()));
-    let config = builder().shared_store(store.clone()).auto_save(true).build().expect("config");
+    let config = builder()
+        .shared_store(store.clone())
+        .auto_save(true)
+        .build()
+        .expect("config");
     let mut client = Client::new(app(config));
     client.get("/put/user/ada").await;
     store.fail_writes.store(true, Ordering::SeqCst);
     let a = client.get("/put/user/bob").await;
     assert_eq!(a.status, StatusCode::INTERNAL_SERVER_ERROR);
-    assert!(a.body.is_empty(), "the 500 body must reveal nothing: {:?}", a.body);
+    assert!(
+        a.body.is_empty(),
+        "the 500 body must reveal nothing: {:?}",
+        a.body
+    );
     assert!(a.set_cookies.is_empty());
     store.fail_writes.store(false, Ordering::SeqCst);
     assert_eq!(client.get("/get/user").await.body, "ada");
@@ -507,7 +657,11 @@ async fn a_hundred_concurrent_increments_end_at_exactly_a_hundred() {
         seen.push(a.body.parse::<u64>().expect("number"));
     }
     seen.sort_unstable();
-    assert_eq!(seen, (1..=100).collect::<Vec<_>>(), "each increment returns its own committed value");
+    assert_eq!(
+        seen,
+        (1..=100).collect::<Vec<_>>(),
+        "each increment returns its own committed value"
+    );
     assert_eq!(client.get("/get/n").await.body, "100");
 }
 
@@ -519,18 +673,40 @@ async fn plain_tower_services_get_the_session_from_extensions() {
     let svc = tower::ServiceBuilder::new()
         .layer(SessionLayer::new(config))
         .service_fn(|req: Request<Body>| async move {
-            let session = req.extensions().get::<Session>().cloned().expect("layer installed");
+            let session = req
+                .extensions()
+                .get::<Session>()
+                .cloned()
+                .expect("layer installed");
             let n: u64 = session.get("n").await?.unwrap_or(0);
             session.set("n", &(n + 1))?;
             Ok::<_, SessionError>(http::Response::new(Body::from(n.to_string())))
         });
-    let res = svc.clone().oneshot(Request::new(Body::empty())).await.expect("ok");
-    let cookie = res.headers()["set-cookie"].to_str().expect("ascii").split(';').next().expect("pair").to_owned();
     let res = svc
-        .oneshot(Request::builder().header("cookie", cookie).body(Body::empty()).expect("req"))
+        .clone()
+        .oneshot(Request::new(Body::empty()))
         .await
         .expect("ok");
-    let body = http_body_util::BodyExt::collect(res.into_body()).await.expect("body").to_bytes();
+    let cookie = res.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_owned();
+    let res = svc
+        .oneshot(
+            Request::builder()
+                .header("cookie", cookie)
+                .body(Body::empty())
+                .expect("req"),
+        )
+        .await
+        .expect("ok");
+    let body = http_body_util::BodyExt::collect(res.into_body())
+        .await
+        .expect("body")
+        .to_bytes();
     assert_eq!(&body[..], b"1");
 }
 
@@ -539,7 +715,11 @@ async fn a_missing_layer_is_explained() {
     let app = Router::new().route("/", get(|_s: Session| async { "unreachable" }));
     let a = send(&app, "/", &[]).await;
     assert_eq!(a.status, StatusCode::INTERNAL_SERVER_ERROR);
-    assert!(a.body.contains("is vishnu::SessionLayer installed"), "{}", a.body);
+    assert!(
+        a.body.contains("is vishnu::SessionLayer installed"),
+        "{}",
+        a.body
+    );
 }
 
 #[tokio::test]
@@ -548,7 +728,9 @@ async fn a_non_json_value_is_refused_at_set_time() {
     let session = engine.begin(vec![]);
     let mut map = std::collections::HashMap::new();
     map.insert(vec![1u8], 1);
-    let err = session.set("bad", &map).expect_err("a map with non-string keys is not JSON");
+    let err = session
+        .set("bad", &map)
+        .expect_err("a map with non-string keys is not JSON");
     assert!(err.to_string().contains("\"bad\""), "{err}");
 }
 
@@ -561,7 +743,10 @@ async fn the_memory_store_evicts_expired_records_for_real() {
     let now = vishnu::SystemClock.now_millis();
     for _ in 0..500 {
         let key = vishnu::id::SessionId::generate().expect("rng").store_key();
-        store.create(&key, &Record::new(Default::default(), now, now + 300)).await.expect("create");
+        store
+            .create(&key, &Record::new(Default::default(), now, now + 300))
+            .await
+            .expect("create");
     }
     assert_eq!(store.len(), 500);
     tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -580,7 +765,13 @@ async fn the_memory_store_capacity_bounds_memory() {
     let now = vishnu::SystemClock.now_millis();
     for i in 0..5000u64 {
         let key = vishnu::id::SessionId::generate().expect("rng").store_key();
-        store.create(&key, &Record::new(Default::default(), now, now + 10_000 + i)).await.expect("create");
+        store
+            .create(
+                &key,
+                &Record::new(Default::default(), now, now + 10_000 + i),
+            )
+            .await
+            .expect("create");
     }
     assert!(store.len() <= 128, "{} records held", store.len());
 }

@@ -9,7 +9,11 @@ use vishnu::cookie::cookie_values;
 fn codecs() -> [Codec; 3] {
     [
         Codec::new("vishnu", &[common::SECRET.as_bytes()], &[]),
-        Codec::new("vishnu", &[common::SECRET.as_bytes()], &[common::ENCRYPT_KEY.as_bytes()]),
+        Codec::new(
+            "vishnu",
+            &[common::SECRET.as_bytes()],
+            &[common::ENCRYPT_KEY.as_bytes()],
+        ),
         Codec::new(
             "vishnu",
             &[common::SECRET.as_bytes(), common::OLD_SECRET.as_bytes()],

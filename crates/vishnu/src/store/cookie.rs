@@ -59,7 +59,12 @@ impl SessionStore for CookieStore {
     async fn touch(&self, _: &StoreKey, _: Millis, _: Millis) -> Result<bool, StoreError> {
         Err(unused())
     }
-    async fn delete_expired(&self, _: Millis, _: Duration, _: usize) -> Result<Cleanup, StoreError> {
+    async fn delete_expired(
+        &self,
+        _: Millis,
+        _: Duration,
+        _: usize,
+    ) -> Result<Cleanup, StoreError> {
         Ok(Cleanup::default())
     }
 }

@@ -99,17 +99,27 @@ fn fresh_key() -> vishnu::id::StoreKey {
 
 pub async fn store_expires_records_without_cleanup(store: Arc<dyn SessionStore>) {
     let key = fresh_key();
-    assert!(store.create(&key, &record(1, Duration::from_millis(1200))).await.expect("create"));
+    assert!(store
+        .create(&key, &record(1, Duration::from_millis(1200)))
+        .await
+        .expect("create"));
     assert!(store.load(&key).await.expect("load").is_some());
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    assert_eq!(store.load(&key).await.expect("load"), None, "the record outlived its TTL");
+    assert_eq!(
+        store.load(&key).await.expect("load"),
+        None,
+        "the record outlived its TTL"
+    );
 }
 
 pub async fn create_never_overwrites(store: Arc<dyn SessionStore>) {
     let key = fresh_key();
     let hour = Duration::from_secs(3600);
     assert!(store.create(&key, &record(1, hour)).await.expect("create"));
-    assert!(!store.create(&key, &record(2, hour)).await.expect("second create"));
+    assert!(!store
+        .create(&key, &record(2, hour))
+        .await
+        .expect("second create"));
     let loaded = store.load(&key).await.expect("load").expect("present");
     assert_eq!(loaded.data["n"], json!(1));
 }
@@ -121,10 +131,16 @@ pub async fn stale_version_save_is_rejected(store: Arc<dyn SessionStore>) {
     assert!(store.create(&key, &first).await.expect("create"));
     let mut second = record(2, hour);
     second.version = 2;
-    assert_eq!(store.save(&key, &second, 1).await.expect("save"), SaveOutcome::Saved);
+    assert_eq!(
+        store.save(&key, &second, 1).await.expect("save"),
+        SaveOutcome::Saved
+    );
     let mut stale = record(3, hour);
     stale.version = 2;
-    assert_eq!(store.save(&key, &stale, 1).await.expect("save"), SaveOutcome::Conflict);
+    assert_eq!(
+        store.save(&key, &stale, 1).await.expect("save"),
+        SaveOutcome::Conflict
+    );
     let loaded = store.load(&key).await.expect("load").expect("present");
     assert_eq!((loaded.data["n"].clone(), loaded.version), (json!(2), 2));
     assert_eq!(
@@ -140,9 +156,19 @@ pub async fn touch_extends_without_rewriting_or_creating(store: Arc<dyn SessionS
     let later = now() + 3_600_000;
     assert!(store.touch(&key, now(), later).await.expect("touch"));
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let loaded = store.load(&key).await.expect("load").expect("touch extended the record");
+    let loaded = store
+        .load(&key)
+        .await
+        .expect("load")
+        .expect("touch extended the record");
     assert_eq!((loaded.data["n"].clone(), loaded.version), (json!(7), 1));
-    assert!(!store.touch(&fresh_key(), now(), later).await.expect("touch"), "touch created a record");
+    assert!(
+        !store
+            .touch(&fresh_key(), now(), later)
+            .await
+            .expect("touch"),
+        "touch created a record"
+    );
 }
 
 pub async fn terminate_is_not_undone_by_a_slower_request(store: Arc<dyn SessionStore>) {
@@ -151,21 +177,35 @@ pub async fn terminate_is_not_undone_by_a_slower_request(store: Arc<dyn SessionS
     let first = engine.begin(vec![]);
     first.set("user", "ada").expect("set");
     first.save().await.expect("save");
-    let set_cookie = engine.finish(&first, 200).await.expect("finish").expect("cookie");
+    let set_cookie = engine
+        .finish(&first, 200)
+        .await
+        .expect("finish")
+        .expect("cookie");
     let pair = set_cookie.split(';').next().expect("pair").to_owned();
     let header = || vec![HeaderValue::from_str(&pair).expect("header")];
 
     // A slow request loads the session, then a logout completes, then the slow one saves.
     let slow = engine.begin(header());
-    assert_eq!(slow.get::<String>("user").await.expect("get").as_deref(), Some("ada"));
+    assert_eq!(
+        slow.get::<String>("user").await.expect("get").as_deref(),
+        Some("ada")
+    );
     let logout = engine.begin(header());
     logout.terminate().await.expect("terminate");
-    let removal = engine.finish(&logout, 303).await.expect("finish").expect("removal");
+    let removal = engine
+        .finish(&logout, 303)
+        .await
+        .expect("finish")
+        .expect("removal");
     assert!(removal.contains("Max-Age=0"));
     slow.set("cart", "full").expect("set");
     assert!(matches!(slow.save().await, Err(SessionError::Terminated)));
     let slow_cookie = engine.finish(&slow, 200).await.expect("finish");
-    assert!(slow_cookie.is_some_and(|c| c.contains("Max-Age=0")), "the slow request must not re-issue the session");
+    assert!(
+        slow_cookie.is_some_and(|c| c.contains("Max-Age=0")),
+        "the slow request must not re-issue the session"
+    );
 
     // The old cookie is worthless now.
     let replay = engine.begin(header());
@@ -173,7 +213,10 @@ pub async fn terminate_is_not_undone_by_a_slower_request(store: Arc<dyn SessionS
     assert_eq!(replay.get::<String>("cart").await.expect("get"), None);
 }
 
-pub async fn delete_expired_honours_limit_and_dormant_for(store: Arc<dyn SessionStore>, native_ttl: bool) {
+pub async fn delete_expired_honours_limit_and_dormant_for(
+    store: Arc<dyn SessionStore>,
+    native_ttl: bool,
+) {
     let hour = Duration::from_secs(3600);
     let day = Duration::from_secs(86_400);
     let t = now();
@@ -185,7 +228,10 @@ pub async fn delete_expired_honours_limit_and_dormant_for(store: Arc<dyn Session
     }
     if native_ttl {
         // The server expires records; delete_expired has nothing to do and says so.
-        let c = store.delete_expired(t, day, 10).await.expect("delete_expired");
+        let c = store
+            .delete_expired(t, day, 10)
+            .await
+            .expect("delete_expired");
         assert!(!c.more);
         for key in &live {
             assert!(store.load(key).await.expect("load").is_some());
@@ -206,7 +252,10 @@ pub async fn delete_expired_honours_limit_and_dormant_for(store: Arc<dyn Session
     let mut removed = 0;
     let mut calls = 0;
     loop {
-        let c = store.delete_expired(t, day, 4).await.expect("delete_expired");
+        let c = store
+            .delete_expired(t, day, 4)
+            .await
+            .expect("delete_expired");
         assert!(c.removed <= 4, "limit exceeded: {c:?}");
         removed += c.removed;
         calls += 1;
@@ -215,10 +264,16 @@ pub async fn delete_expired_honours_limit_and_dormant_for(store: Arc<dyn Session
         }
         assert!(calls < 10, "delete_expired keeps saying more remain");
     }
-    assert!(removed >= 6, "removed {removed} of 6 (shared stores may hold others' leftovers)");
+    assert!(
+        removed >= 6,
+        "removed {removed} of 6 (shared stores may hold others' leftovers)"
+    );
     assert!(calls >= 2, "6 records with limit 4 need two calls");
     for key in &live {
-        assert!(store.load(key).await.expect("load").is_some(), "a live record was removed");
+        assert!(
+            store.load(key).await.expect("load").is_some(),
+            "a live record was removed"
+        );
     }
 }
 
@@ -250,14 +305,19 @@ pub async fn concurrent_requests_setting_distinct_keys_keep_all(store: Arc<dyn S
         .map(|i| {
             let app = app.clone();
             let pair = pair.clone();
-            tokio::spawn(async move { super::send(&app, &format!("/put/k{i:02}/v{i}"), &[&pair]).await })
+            tokio::spawn(
+                async move { super::send(&app, &format!("/put/k{i:02}/v{i}"), &[&pair]).await },
+            )
         })
         .collect();
     for t in tasks {
         assert_eq!(t.await.expect("task").status, 200);
     }
     let keys = client.get("/keys").await.body;
-    let expected: Vec<String> = (0..16).map(|i| format!("k{i:02}")).chain(["start".into()]).collect();
+    let expected: Vec<String> = (0..16)
+        .map(|i| format!("k{i:02}"))
+        .chain(["start".into()])
+        .collect();
     assert_eq!(keys, expected.join(","));
 }
 

@@ -69,14 +69,18 @@ impl FlakyStore {
     fn read(&self) -> Result<(), StoreError> {
         self.reads.fetch_add(1, Ordering::SeqCst);
         if self.fail_reads.load(Ordering::SeqCst) {
-            return Err(StoreError::Unavailable("injected read failure at 10.0.0.1".into()));
+            return Err(StoreError::Unavailable(
+                "injected read failure at 10.0.0.1".into(),
+            ));
         }
         Ok(())
     }
     fn write(&self) -> Result<(), StoreError> {
         self.writes.fetch_add(1, Ordering::SeqCst);
         if self.fail_writes.load(Ordering::SeqCst) {
-            return Err(StoreError::Unavailable("injected write failure at 10.0.0.1".into()));
+            return Err(StoreError::Unavailable(
+                "injected write failure at 10.0.0.1".into(),
+            ));
         }
         Ok(())
     }
@@ -95,7 +99,12 @@ impl SessionStore for FlakyStore {
         self.write()?;
         self.inner.create(key, record).await
     }
-    async fn save(&self, key: &StoreKey, record: &Record, v: u64) -> Result<SaveOutcome, StoreError> {
+    async fn save(
+        &self,
+        key: &StoreKey,
+        record: &Record,
+        v: u64,
+    ) -> Result<SaveOutcome, StoreError> {
         self.write()?;
         self.inner.save(key, record, v).await
     }
@@ -107,7 +116,12 @@ impl SessionStore for FlakyStore {
         self.write()?;
         self.inner.touch(key, a, e).await
     }
-    async fn delete_expired(&self, now: Millis, d: Duration, l: usize) -> Result<Cleanup, StoreError> {
+    async fn delete_expired(
+        &self,
+        now: Millis,
+        d: Duration,
+        l: usize,
+    ) -> Result<Cleanup, StoreError> {
         self.write()?;
         self.inner.delete_expired(now, d, l).await
     }
@@ -141,26 +155,46 @@ pub fn app(config: Config) -> Router {
         )
         .route(
             "/set/{key}/{value}",
-            get(|s: Session, Path((k, v)): Path<(String, String)>| async move {
-                text(async { s.set(&k, &v)?; s.save().await.map(|()| "saved") }.await)
-            }),
+            get(
+                |s: Session, Path((k, v)): Path<(String, String)>| async move {
+                    text(
+                        async {
+                            s.set(&k, &v)?;
+                            s.save().await.map(|()| "saved")
+                        }
+                        .await,
+                    )
+                },
+            ),
         )
         .route(
             "/put/{key}/{value}",
-            get(|s: Session, Path((k, v)): Path<(String, String)>| async move {
-                text(s.set(&k, &v).map(|()| "put"))
-            }),
+            get(
+                |s: Session, Path((k, v)): Path<(String, String)>| async move {
+                    text(s.set(&k, &v).map(|()| "put"))
+                },
+            ),
         )
         .route(
             "/remove/{key}",
             get(|s: Session, Path(k): Path<String>| async move {
-                text(async { s.remove::<serde_json::Value>(&k).await?; s.save().await.map(|()| "removed") }.await)
+                text(
+                    async {
+                        s.remove::<serde_json::Value>(&k).await?;
+                        s.save().await.map(|()| "removed")
+                    }
+                    .await,
+                )
             }),
         )
         .route(
             "/incr",
             get(|s: Session| async move {
-                text(s.update("n", |n: Option<u64>| n.unwrap_or(0) + 1).await.map(|n| n.to_string()))
+                text(
+                    s.update("n", |n: Option<u64>| n.unwrap_or(0) + 1)
+                        .await
+                        .map(|n| n.to_string()),
+                )
             }),
         )
         .route(
@@ -178,33 +212,46 @@ pub fn app(config: Config) -> Router {
         .route(
             "/terminate-then-set",
             get(|s: Session| async move {
-                text(async {
-                    s.terminate().await?;
-                    s.set("user", "bob")?;
-                    s.save().await.map(|()| "again")
-                }.await)
+                text(
+                    async {
+                        s.terminate().await?;
+                        s.set("user", "bob")?;
+                        s.save().await.map(|()| "again")
+                    }
+                    .await,
+                )
             }),
         )
         .route(
             "/login/{user}",
             get(|s: Session, Path(user): Path<String>| async move {
-                text(async { s.set("user", &user)?; s.cycle_id().await.map(|()| "welcome") }.await)
+                text(
+                    async {
+                        s.set("user", &user)?;
+                        s.cycle_id().await.map(|()| "welcome")
+                    }
+                    .await,
+                )
             }),
         )
         .route(
             "/fail/{key}/{value}",
-            get(|s: Session, Path((k, v)): Path<(String, String)>| async move {
-                let _ = s.set(&k, &v);
-                (StatusCode::SERVICE_UNAVAILABLE, "failed")
-            }),
+            get(
+                |s: Session, Path((k, v)): Path<(String, String)>| async move {
+                    let _ = s.set(&k, &v);
+                    (StatusCode::SERVICE_UNAVAILABLE, "failed")
+                },
+            ),
         )
         .route(
             "/fail-after-save/{key}/{value}",
-            get(|s: Session, Path((k, v)): Path<(String, String)>| async move {
-                let _ = s.set(&k, &v);
-                let _ = s.save().await;
-                (StatusCode::INTERNAL_SERVER_ERROR, "failed")
-            }),
+            get(
+                |s: Session, Path((k, v)): Path<(String, String)>| async move {
+                    let _ = s.set(&k, &v);
+                    let _ = s.save().await;
+                    (StatusCode::INTERNAL_SERVER_ERROR, "failed")
+                },
+            ),
         )
         .route(
             "/timeout/{secs}",
@@ -231,7 +278,11 @@ pub struct Answer {
 impl Answer {
     /// The single Set-Cookie header, if there is exactly one.
     pub fn set_cookie(&self) -> Option<&str> {
-        assert!(self.set_cookies.len() <= 1, "more than one Set-Cookie: {:?}", self.set_cookies);
+        assert!(
+            self.set_cookies.len() <= 1,
+            "more than one Set-Cookie: {:?}",
+            self.set_cookies
+        );
         self.set_cookies.first().map(String::as_str)
     }
 }
@@ -272,10 +323,18 @@ pub struct Client {
 
 impl Client {
     pub fn new(app: Router) -> Self {
-        Self { app, name: "vishnu".into(), cookie: None }
+        Self {
+            app,
+            name: "vishnu".into(),
+            cookie: None,
+        }
     }
     pub fn named(app: Router, name: &str) -> Self {
-        Self { app, name: name.into(), cookie: None }
+        Self {
+            app,
+            name: name.into(),
+            cookie: None,
+        }
     }
     /// The `name=value` pair the browser would send.
     pub fn pair(&self) -> Option<String> {
