@@ -14,6 +14,7 @@ root=$(pwd)
 step() { printf '\n==== %s\n' "$*"; }
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/vishnu-test.XXXXXX")
+chmod 755 "$work"   # the postgres user must reach its data directory below
 pids=()
 cleanup() {
   local rc=$?
@@ -45,11 +46,21 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --quiet
 
+step "servers (free loopback ports, temporary directories)"
+mkdir -p "$work/services"
+start_service() { # name
+  bash "scripts/services/$1.sh" start "$work/services"
+  services+=("$1")
+  # shellcheck disable=SC1090
+  source "$work/services/$1.env"
+}
+for svc in postgres mariadb; do start_service "$svc"; done
+
 step "Rust tests"
 cargo test --workspace --all-features
 
 step "demo route checks"
-cargo build --quiet --example demo
+cargo build --quiet --example demo --all-features
 demo_check() { # store-url [command...]
   local port; port=$(free_port)
   local store=$1; shift
@@ -58,7 +69,7 @@ demo_check() { # store-url [command...]
   local pid=$!
   pids+=("$pid")
   wait_http "http://127.0.0.1:$port/public"
-  echo "-- ${cmd[*]} --store $store"
+  echo "-- ${cmd[*]} --store ${store%%://*}://…"
   local flags=(); [ "$store" = cookie ] && flags=(--client-side-store)
   python3 scripts/check_demo.py "http://127.0.0.1:$port" "${flags[@]}"
   kill "$pid"
@@ -66,6 +77,9 @@ demo_check() { # store-url [command...]
 }
 demo_check memory
 demo_check cookie
+demo_check "sqlite://$work/demo.db"
+demo_check "$VISHNU_POSTGRES_URL"
+demo_check "$VISHNU_MYSQL_URL"
 
 step "Python package (wheel built with maturin, tested with pytest)"
 venv="$root/target/venv"
@@ -78,5 +92,7 @@ rm -rf "$work/wheels"
 (cd crates/vishnu-python/tests && "$venv/bin/python" -m pytest -q -p no:cacheprovider)
 demo_check memory "$venv/bin/python" -m vishnu.demo
 demo_check cookie "$venv/bin/python" -m vishnu.demo
+demo_check "sqlite://$work/pydemo.db" "$venv/bin/python" -m vishnu.demo
+demo_check "$VISHNU_POSTGRES_URL" "$venv/bin/python" -m vishnu.demo
 
 step "all checks passed"

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use vishnu::{MemoryStore, SessionStore};
 
-async fn make() -> Arc<dyn SessionStore> {
-    Arc::new(MemoryStore::new())
+async fn make() -> Option<Arc<dyn SessionStore>> {
+    Some(Arc::new(MemoryStore::new()))
 }
 
-conformance_suite!(make, native_ttl = false);
+conformance_suite!(memory, make, native_ttl = false);

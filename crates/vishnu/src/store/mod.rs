@@ -18,8 +18,11 @@ use async_trait::async_trait;
 use crate::id::StoreKey;
 use crate::record::{Millis, Record};
 
+pub mod cleanup;
 pub mod cookie;
 pub mod memory;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+pub mod sql;
 mod open;
 pub use open::{open, supported};
 

@@ -12,6 +12,9 @@ use crate::store::{SessionStore, StoreError};
 /// |---|---|---|
 /// | `memory` | [`MemoryStore`] (bounded to one million sessions) | always |
 /// | `cookie` | [`CookieStore`] (the session in the cookie) | always |
+/// | `sqlite://path`, `sqlite::memory:` | `SqlStore` (table created by `migrate()`) | `sqlite` |
+/// | `postgres://user:pass@host:port/db` | `SqlStore` | `postgres` |
+/// | `mysql://user:pass@host:port/db` | `SqlStore` (MySQL, MariaDB) | `mysql` |
 ///
 /// # Errors
 /// [`StoreError::InvalidUrl`] for an unknown scheme or a store whose cargo
@@ -21,6 +24,12 @@ pub async fn open(url: &str) -> Result<Arc<dyn SessionStore>, StoreError> {
     match scheme {
         "memory" => Ok(Arc::new(MemoryStore::new().with_capacity(1_000_000))),
         "cookie" => Ok(Arc::new(CookieStore)),
+        #[cfg(feature = "sqlite")]
+        "sqlite" | "sqlite::memory:" => sql(url).await,
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => sql(url).await,
+        #[cfg(feature = "mysql")]
+        "mysql" | "mariadb" => sql(url).await,
         other => Err(StoreError::InvalidUrl(format!(
             "unknown store {other:?} (this build supports: {})",
             supported().join(", ")
@@ -28,7 +37,24 @@ pub async fn open(url: &str) -> Result<Arc<dyn SessionStore>, StoreError> {
     }
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+async fn sql(url: &str) -> Result<Arc<dyn SessionStore>, StoreError> {
+    let store = crate::store::sql::SqlStore::connect(url).await?;
+    store.migrate().await?;
+    Ok(Arc::new(store))
+}
+
 /// The store URL schemes this build supports.
 pub fn supported() -> Vec<&'static str> {
-    vec!["memory", "cookie"]
+    let mut schemes = vec!["memory", "cookie"];
+    if cfg!(feature = "sqlite") {
+        schemes.push("sqlite");
+    }
+    if cfg!(feature = "postgres") {
+        schemes.push("postgres");
+    }
+    if cfg!(feature = "mysql") {
+        schemes.push("mysql");
+    }
+    schemes
 }

@@ -373,3 +373,24 @@ pub fn value(set_cookie: &str) -> &str {
     let pair = set_cookie.split(';').next().expect("pair");
     pair.split_once('=').expect("name=value").1
 }
+
+/// A server URL from the environment (set by scripts/test.sh). Outside CI a
+/// missing server skips with a message; under `CI=true` it fails the test.
+pub fn server_url(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("{var} is not set: scripts/test.sh starts the servers the tests need")
+        }
+        _ => {
+            eprintln!("skipping: {var} is not set (run scripts/test.sh to start the servers)");
+            None
+        }
+    }
+}
+
+/// A table name unique to this test process, so runs never see each other's rows.
+pub fn unique_table(prefix: &str) -> String {
+    let id = vishnu::id::SessionId::generate().expect("rng").store_key();
+    format!("{prefix}_{}", &id.as_str()[..12])
+}

@@ -1,0 +1,662 @@
+//! `SqlStore` against SQLite (a temporary file, always), PostgreSQL and MySQL/MariaDB.
+//!
+//! ```sh
+//! scripts/services/postgres.sh start /tmp/sql-services
+//! scripts/services/mariadb.sh start /tmp/sql-services
+//! source /tmp/sql-services/postgres.env && source /tmp/sql-services/mariadb.env
+//! cargo test -p vishnu --features sqlite,postgres,mysql --test store_sql
+//! scripts/services/postgres.sh stop /tmp/sql-services && scripts/services/mariadb.sh stop /tmp/sql-services
+//! ```
+//!
+//! Each backend runs only with its cargo feature. Without `VISHNU_POSTGRES_URL` or
+//! `VISHNU_MYSQL_URL` that backend's tests are skipped, except under CI (`CI=true`), where
+//! they fail. Every test works in a table of its own, so tests run in parallel. The outage
+//! test starts a private PostgreSQL under `VISHNU_SERVICES_DIR` with the same script, so
+//! that stopping it cannot disturb the other tests.
+
+#![cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Map, Value};
+use vishnu::id::{SessionId, StoreKey};
+use vishnu::record::{Millis, Record};
+use vishnu::{SaveOutcome, SessionStore, SqlStore, StoreError};
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    #[cfg(feature = "sqlite")]
+    Sqlite,
+    #[cfg(feature = "postgres")]
+    Postgres,
+    #[cfg(feature = "mysql")]
+    MySql,
+}
+
+/// A migrated store on an empty table of the test's own, and what to clean up after it.
+struct Fixture {
+    store: Arc<SqlStore>,
+    _file: Option<TempDb>,
+}
+
+/// A SQLite database file, removed (with its WAL files) when dropped.
+struct TempDb(PathBuf);
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = self.0.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// The URL in `var`, or `None` (skip) outside CI; under CI a missing URL fails the test.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+fn url_or_skip(var: &str, script: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("CI").as_deref() == Ok("true") => panic!(
+            "{var} is not set: under CI the SQL store tests must run against a real server \
+             (scripts/services/{script} start DIR, then source DIR/*.env)"
+        ),
+        _ => {
+            eprintln!(
+                "skipped: {var} is not set (scripts/services/{script} start DIR, then source the env file)"
+            );
+            None
+        }
+    }
+}
+
+fn table_for(test: &str) -> String {
+    let mut name = format!("vt_{test}");
+    name.truncate(48);
+    name
+}
+
+/// Connects to `backend`, on the table of `test`, migrated and emptied.
+async fn open(backend: Backend, test: &str) -> Option<Fixture> {
+    let (url, file) = match backend {
+        #[cfg(feature = "sqlite")]
+        Backend::Sqlite => {
+            let path = std::env::temp_dir()
+                .join(format!("vishnu-store-sql-{}-{test}.db", std::process::id()));
+            let file = TempDb(path.clone());
+            drop(TempDb(path.clone())); // leftovers of an earlier run
+            (format!("sqlite://{}", path.display()), Some(file))
+        }
+        #[cfg(feature = "postgres")]
+        Backend::Postgres => (url_or_skip("VISHNU_POSTGRES_URL", "postgres.sh")?, None),
+        #[cfg(feature = "mysql")]
+        Backend::MySql => (url_or_skip("VISHNU_MYSQL_URL", "mariadb.sh")?, None),
+    };
+    let store = SqlStore::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {backend:?}: {e}"))
+        .with_table(&table_for(test))
+        .expect("valid table name");
+    store.migrate().await.expect("migrate");
+    empty(&store).await;
+    Some(Fixture {
+        store: Arc::new(store),
+        _file: file,
+    })
+}
+
+/// Removes every row: all of them count as dormant for a zero `dormant_for` at the end of time.
+async fn empty(store: &dyn SessionStore) {
+    loop {
+        let cleanup = store
+            .delete_expired(u64::MAX, Duration::ZERO, 10_000)
+            .await
+            .expect("empty the table");
+        if !cleanup.more {
+            break;
+        }
+    }
+}
+
+fn now() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn fresh_key() -> StoreKey {
+    SessionId::generate().expect("rng").store_key()
+}
+
+fn record(data: Value, created: Millis, expires_at: Millis) -> Record {
+    let Value::Object(map) = data else {
+        panic!("record data must be an object")
+    };
+    Record::new(map, created, expires_at)
+}
+
+const HOUR: Millis = 3_600_000;
+
+/// Writes one test per backend for each named test body: `sqlite::name`, `postgres::name`, …
+macro_rules! per_backend {
+    ($($test:ident),* $(,)?) => {
+        #[cfg(feature = "sqlite")]
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    if let Some(f) = super::open(super::Backend::Sqlite, stringify!($test)).await {
+                        super::$test(f.store.clone()).await;
+                    }
+                }
+            )*
+        }
+        #[cfg(feature = "postgres")]
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    if let Some(f) = super::open(super::Backend::Postgres, stringify!($test)).await {
+                        super::$test(f.store.clone()).await;
+                    }
+                }
+            )*
+        }
+        #[cfg(feature = "mysql")]
+        mod mysql {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    if let Some(f) = super::open(super::Backend::MySql, stringify!($test)).await {
+                        super::$test(f.store.clone()).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+per_backend!(
+    load_create_save_touch_delete_round_trip,
+    create_never_overwrites_a_live_record,
+    create_replaces_an_expired_record,
+    stale_version_save_conflicts,
+    save_on_missing_or_expired_record_is_missing,
+    expired_record_loads_as_none_without_cleanup,
+    touch_extends_life_without_changing_version_or_data,
+    delete_expired_honours_limit_and_dormant_for,
+    concurrent_cas_increments_lose_nothing,
+    migrate_is_idempotent_and_keeps_data,
+    oversized_record_is_refused,
+    unmigrated_table_error_mentions_migrate,
+);
+
+// ---------------------------------------------------------------------------------------------
+// Test bodies, written once against the trait (plus `SqlStore` where it is about SQL).
+
+async fn load_create_save_touch_delete_round_trip<S: SessionStore>(store: Arc<S>) {
+    let key = fresh_key();
+    let t = now();
+    assert_eq!(store.load(&key).await.expect("load"), None);
+
+    let first = record(json!({"user": "ada", "n": 1}), t, t + HOUR);
+    assert!(store.create(&key, &first).await.expect("create"));
+    assert_eq!(store.load(&key).await.expect("load"), Some(first.clone()));
+
+    let mut second = first.clone();
+    second.data.insert("n".into(), json!(2));
+    second
+        .data
+        .insert("unicode".into(), json!("ünïcødé ✓ \u{0} \"quotes\""));
+    second.last_access = t + 10;
+    second.expires_at = t + 2 * HOUR;
+    second.version = 2;
+    assert_eq!(
+        store.save(&key, &second, 1).await.expect("save"),
+        SaveOutcome::Saved
+    );
+    assert_eq!(store.load(&key).await.expect("load"), Some(second.clone()));
+
+    assert!(store
+        .touch(&key, t + 20, t + 3 * HOUR)
+        .await
+        .expect("touch"));
+    let touched = store.load(&key).await.expect("load").expect("still there");
+    assert_eq!(
+        (touched.last_access, touched.expires_at, touched.version),
+        (t + 20, t + 3 * HOUR, 2)
+    );
+
+    store.delete(&key).await.expect("delete");
+    assert_eq!(store.load(&key).await.expect("load"), None);
+    store
+        .delete(&key)
+        .await
+        .expect("deleting a missing record is fine");
+}
+
+async fn create_never_overwrites_a_live_record<S: SessionStore>(store: Arc<S>) {
+    let key = fresh_key();
+    let t = now();
+    let original = record(json!({"owner": "first"}), t, t + HOUR);
+    let intruder = record(json!({"owner": "second"}), t, t + HOUR);
+    assert!(store.create(&key, &original).await.expect("create"));
+    assert!(!store.create(&key, &intruder).await.expect("second create"));
+    assert_eq!(store.load(&key).await.expect("load"), Some(original));
+}
+
+async fn create_replaces_an_expired_record<S: SessionStore>(store: Arc<S>) {
+    let key = fresh_key();
+    let t = now();
+    let old = record(json!({"owner": "expired"}), t - 2 * HOUR, t - HOUR);
+    assert!(store.create(&key, &old).await.expect("create expired"));
+    assert_eq!(store.load(&key).await.expect("load"), None);
+    let new = record(json!({"owner": "new"}), t, t + HOUR);
+    assert!(
+        store.create(&key, &new).await.expect("create"),
+        "an expired record does not hold its key"
+    );
+    assert_eq!(store.load(&key).await.expect("load"), Some(new));
+}
+
+async fn stale_version_save_conflicts<S: SessionStore>(store: Arc<S>) {
+    let key = fresh_key();
+    let t = now();
+    let v1 = record(json!({"n": 1}), t, t + HOUR);
+    assert!(store.create(&key, &v1).await.expect("create"));
+
+    let mut a = v1.clone();
+    a.data.insert("n".into(), json!("a"));
+    a.version = 2;
+    let mut b = v1.clone();
+    b.data.insert("n".into(), json!("b"));
+    b.version = 2;
+    assert_eq!(
+        store.save(&key, &a, 1).await.expect("save a"),
+        SaveOutcome::Saved
+    );
+    assert_eq!(
+        store.save(&key, &b, 1).await.expect("save b"),
+        SaveOutcome::Conflict,
+        "b read version 1, which is gone"
+    );
+    assert_eq!(store.load(&key).await.expect("load"), Some(a));
+}
+
+async fn save_on_missing_or_expired_record_is_missing<S: SessionStore>(store: Arc<S>) {
+    let t = now();
+    let key = fresh_key();
+    let mut r = record(json!({"n": 1}), t, t + HOUR);
+    r.version = 2;
+    assert_eq!(
+        store.save(&key, &r, 1).await.expect("save"),
+        SaveOutcome::Missing
+    );
+    assert_eq!(
+        store.load(&key).await.expect("load"),
+        None,
+        "a save never creates"
+    );
+
+    let expired_key = fresh_key();
+    let expired = record(json!({"n": 1}), t - 2 * HOUR, t - HOUR);
+    assert!(store.create(&expired_key, &expired).await.expect("create"));
+    assert_eq!(
+        store.save(&expired_key, &r, 1).await.expect("save"),
+        SaveOutcome::Missing
+    );
+    assert_eq!(store.load(&expired_key).await.expect("load"), None);
+}
+
+async fn expired_record_loads_as_none_without_cleanup<S: SessionStore>(store: Arc<S>) {
+    let key = fresh_key();
+    let t = now();
+    let short = record(json!({"n": 1}), t, t + 400);
+    assert!(store.create(&key, &short).await.expect("create"));
+    assert!(store.load(&key).await.expect("load").is_some());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(store.load(&key).await.expect("load"), None);
+    assert!(
+        !store.touch(&key, now(), now() + HOUR).await.expect("touch"),
+        "an expired record cannot be revived by a touch"
+    );
+}
+
+async fn touch_extends_life_without_changing_version_or_data<S: SessionStore>(store: Arc<S>) {
+    let key = fresh_key();
+    let t = now();
+    let r = record(json!({"keep": [1, 2, 3]}), t, t + HOUR);
+    assert!(store.create(&key, &r).await.expect("create"));
+
+    assert!(store
+        .touch(&key, t + 100, t + 5 * HOUR)
+        .await
+        .expect("touch"));
+    // A late touch from an older request never moves last_access backwards.
+    assert!(store
+        .touch(&key, t + 50, t + 5 * HOUR)
+        .await
+        .expect("touch again"));
+    let loaded = store.load(&key).await.expect("load").expect("present");
+    assert_eq!(loaded.data, r.data);
+    assert_eq!(loaded.version, 1);
+    assert_eq!(loaded.last_access, t + 100);
+    assert_eq!(loaded.expires_at, t + 5 * HOUR);
+
+    // The version is unchanged, so a save that read version 1 still goes through.
+    let mut next = loaded.clone();
+    next.version = 2;
+    assert_eq!(
+        store.save(&key, &next, 1).await.expect("save"),
+        SaveOutcome::Saved
+    );
+
+    let absent = fresh_key();
+    assert!(!store
+        .touch(&absent, t, t + HOUR)
+        .await
+        .expect("touch absent"));
+    assert_eq!(
+        store.load(&absent).await.expect("load"),
+        None,
+        "a touch never creates"
+    );
+}
+
+async fn delete_expired_honours_limit_and_dormant_for<S: SessionStore>(store: Arc<S>) {
+    let t = now();
+    let mut expired = Vec::new();
+    let mut dormant = Vec::new();
+    let mut live = Vec::new();
+    for _ in 0..5 {
+        let key = fresh_key();
+        let r = record(json!({"kind": "expired"}), t - 3 * HOUR, t - HOUR);
+        assert!(store.create(&key, &r).await.expect("create"));
+        expired.push(key);
+    }
+    for _ in 0..2 {
+        let key = fresh_key();
+        // Not expired, but unused for two hours.
+        let r = record(json!({"kind": "dormant"}), t - 2 * HOUR, t + HOUR);
+        assert!(store.create(&key, &r).await.expect("create"));
+        dormant.push(key);
+    }
+    for _ in 0..3 {
+        let key = fresh_key();
+        let r = record(json!({"kind": "live"}), t, t + HOUR);
+        assert!(store.create(&key, &r).await.expect("create"));
+        live.push(key);
+    }
+
+    let dormant_for = Duration::from_millis(HOUR);
+    let mut batches = Vec::new();
+    loop {
+        let cleanup = store
+            .delete_expired(t, dormant_for, 3)
+            .await
+            .expect("delete_expired");
+        batches.push((cleanup.removed, cleanup.more));
+        assert!(
+            batches.len() <= 10,
+            "`more` never became false: {batches:?}"
+        );
+        if !cleanup.more {
+            break;
+        }
+    }
+    assert_eq!(batches, [(3, true), (3, true), (1, false)]);
+    let again = store
+        .delete_expired(t, dormant_for, 3)
+        .await
+        .expect("again");
+    assert_eq!((again.removed, again.more), (0, false));
+
+    for key in expired.iter().chain(&dormant) {
+        assert_eq!(store.load(key).await.expect("load"), None);
+    }
+    for key in &live {
+        assert!(
+            store.load(key).await.expect("load").is_some(),
+            "live records stay"
+        );
+    }
+}
+
+async fn concurrent_cas_increments_lose_nothing<S: SessionStore>(store: Arc<S>) {
+    const WRITERS: u64 = 64;
+    let key = fresh_key();
+    let t = now();
+    let start = record(json!({"n": 0}), t, t + HOUR);
+    assert!(store.create(&key, &start).await.expect("create"));
+
+    let mut tasks = Vec::new();
+    for _ in 0..WRITERS {
+        let (store, key) = (store.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            for _attempt in 0..10_000 {
+                let mut r = store.load(&key).await.expect("load").expect("present");
+                let n = r.data["n"].as_u64().expect("n is a number");
+                r.data.insert("n".into(), json!(n + 1));
+                let expected = r.version;
+                r.version += 1;
+                match store.save(&key, &r, expected).await.expect("save") {
+                    SaveOutcome::Saved => return,
+                    SaveOutcome::Conflict => continue,
+                    SaveOutcome::Missing => panic!("the record vanished"),
+                }
+            }
+            panic!("no save went through in 10,000 attempts");
+        }));
+    }
+    for task in tasks {
+        task.await.expect("writer task");
+    }
+    let end = store.load(&key).await.expect("load").expect("present");
+    assert_eq!(end.data["n"], json!(WRITERS));
+    assert_eq!(end.version, WRITERS + 1);
+}
+
+async fn migrate_is_idempotent_and_keeps_data(store: Arc<SqlStore>) {
+    let key = fresh_key();
+    let t = now();
+    let r = record(json!({"n": 1}), t, t + HOUR);
+    assert!(store.create(&key, &r).await.expect("create"));
+    store.migrate().await.expect("second migrate");
+    // Several instances starting at once all migrate.
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.migrate().await })
+        })
+        .collect();
+    for run in runs {
+        run.await.expect("task").expect("concurrent migrate");
+    }
+    assert_eq!(store.load(&key).await.expect("load"), Some(r));
+}
+
+async fn oversized_record_is_refused<S: SessionStore>(store: Arc<S>) {
+    let key = fresh_key();
+    let t = now();
+    let mut data = Map::new();
+    data.insert(
+        "blob".into(),
+        json!("x".repeat(vishnu::record::MAX_RECORD_BYTES)),
+    );
+    let big = Record::new(data, t, t + HOUR);
+    assert!(matches!(
+        store.create(&key, &big).await,
+        Err(StoreError::TooLarge(_))
+    ));
+    assert_eq!(store.load(&key).await.expect("load"), None);
+}
+
+async fn unmigrated_table_error_mentions_migrate(store: Arc<SqlStore>) {
+    let never_migrated = (*store)
+        .clone()
+        .with_table("vt_never_migrated")
+        .expect("valid name");
+    match never_migrated.load(&fresh_key()).await {
+        Err(StoreError::Unavailable(message)) => {
+            assert!(message.contains("migrate()"), "{message}");
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Construction
+
+#[tokio::test]
+async fn unsupported_url_scheme_is_an_error_without_the_url() {
+    let error = SqlStore::connect("redis://user:hunter2@127.0.0.1/0")
+        .await
+        .expect_err("redis is no SQL database");
+    let message = error.to_string();
+    assert!(matches!(error, StoreError::Unavailable(_)), "{message}");
+    assert!(message.contains("\"redis\""), "{message}");
+    assert!(
+        !message.contains("hunter2"),
+        "the password leaked: {message}"
+    );
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn in_memory_sqlite_works_and_bad_table_names_are_refused() {
+    let store = SqlStore::connect("sqlite::memory:").await.expect("connect");
+    assert!(store.clone().with_table("users; DROP TABLE x").is_err());
+    assert!(store.clone().with_table("Sessions").is_err());
+    store.migrate().await.expect("migrate");
+    let key = fresh_key();
+    let t = now();
+    let r = record(json!({"n": 1}), t, t + HOUR);
+    assert!(store.create(&key, &r).await.expect("create"));
+    // The one connection is kept: the database outlives idle periods.
+    assert_eq!(store.load(&key).await.expect("load"), Some(r));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outage (PostgreSQL)
+
+/// A PostgreSQL server of this test's own, started by the services script; stopped on drop.
+#[cfg(feature = "postgres")]
+struct PrivatePostgres {
+    dir: PathBuf,
+}
+
+#[cfg(feature = "postgres")]
+impl PrivatePostgres {
+    fn script() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/services/postgres.sh")
+    }
+
+    fn run(&self, command: &str) {
+        let out = std::process::Command::new("bash")
+            .arg(Self::script())
+            .arg(command)
+            .arg(&self.dir)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run postgres.sh");
+        assert!(
+            out.status.success(),
+            "postgres.sh {command} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn start(services: &str) -> (Self, String) {
+        let server = Self {
+            dir: PathBuf::from(services).join(format!("outage-{}", std::process::id())),
+        };
+        server.run("start");
+        let env = std::fs::read_to_string(server.dir.join("postgres.env")).expect("postgres.env");
+        let url = env
+            .lines()
+            .find_map(|l| l.strip_prefix("export VISHNU_POSTGRES_URL="))
+            .expect("URL in postgres.env")
+            .to_owned();
+        (server, url)
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("bash")
+            .arg(Self::script())
+            .arg("stop")
+            .arg(&self.dir)
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outage_fails_fast_and_the_same_store_recovers() {
+    if url_or_skip("VISHNU_POSTGRES_URL", "postgres.sh").is_none() {
+        return;
+    }
+    let Some(services) = url_or_skip("VISHNU_SERVICES_DIR", "postgres.sh") else {
+        return;
+    };
+    let (server, url) = tokio::task::spawn_blocking(move || PrivatePostgres::start(&services))
+        .await
+        .expect("start a private PostgreSQL");
+    let store = Arc::new(SqlStore::connect(&url).await.expect("connect"));
+    store.migrate().await.expect("migrate");
+    let key = fresh_key();
+    let t = now();
+    let r = record(json!({"n": 1}), t, t + HOUR);
+    assert!(store.create(&key, &r).await.expect("create"));
+
+    server.run("kill");
+    for op in ["load", "create", "save", "touch"] {
+        let started = std::time::Instant::now();
+        let result = match op {
+            "load" => store.load(&key).await.map(drop),
+            "create" => store.create(&fresh_key(), &r).await.map(drop),
+            "save" => store.save(&key, &r, 1).await.map(drop),
+            _ => store.touch(&key, t, t + HOUR).await.map(drop),
+        };
+        let elapsed = started.elapsed();
+        assert!(
+            matches!(
+                result,
+                Err(StoreError::Timeout(_) | StoreError::Unavailable(_))
+            ),
+            "{op} during the outage: {result:?}"
+        );
+        assert!(
+            elapsed < Duration::from_millis(2_500),
+            "{op} took {elapsed:?} to fail"
+        );
+        eprintln!("{op} during the outage failed in {elapsed:?}: {result:?}");
+    }
+
+    server.run("restart");
+    assert_eq!(
+        store
+            .load(&key)
+            .await
+            .expect("the first load after the restart"),
+        Some(r.clone()),
+        "the same store object works again, with the data"
+    );
+    let mut next = r.clone();
+    next.version = 2;
+    assert_eq!(
+        store.save(&key, &next, 1).await.expect("save"),
+        SaveOutcome::Saved
+    );
+    drop(server);
+}
