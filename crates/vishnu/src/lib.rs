@@ -66,9 +66,9 @@ pub use crate::config::{
 pub use crate::engine::Engine;
 pub use crate::error::SessionError;
 pub use crate::session::Session;
+pub use crate::store::cleanup::spawn_cleanup;
 pub use crate::store::cookie::CookieStore;
 pub use crate::store::memory::MemoryStore;
-pub use crate::store::cleanup::spawn_cleanup;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub use crate::store::sql::SqlStore;
 pub use crate::store::{Cleanup, SaveOutcome, SessionStore, StoreError};

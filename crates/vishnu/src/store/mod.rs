@@ -21,9 +21,9 @@ use crate::record::{Millis, Record};
 pub mod cleanup;
 pub mod cookie;
 pub mod memory;
+mod open;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub mod sql;
-mod open;
 pub use open::{open, supported};
 
 /// A store failure: the store could not be reached, timed out, or returned garbage.
