@@ -54,7 +54,7 @@ start_service() { # name
   # shellcheck disable=SC1090
   source "$work/services/$1.env"
 }
-for svc in postgres mariadb; do start_service "$svc"; done
+for svc in redis memcached postgres mariadb; do start_service "$svc"; done
 
 step "Rust tests"
 cargo test --workspace --all-features
@@ -80,6 +80,9 @@ demo_check cookie
 demo_check "sqlite://$work/demo.db"
 demo_check "$VISHNU_POSTGRES_URL"
 demo_check "$VISHNU_MYSQL_URL"
+demo_check "$VISHNU_REDIS_URL"
+demo_check "$VISHNU_REDIS_CLUSTER_URL"
+demo_check "$VISHNU_MEMCACHED_URL"
 
 step "Python package (wheel built with maturin, tested with pytest)"
 venv="$root/target/venv"
@@ -89,10 +92,13 @@ venv="$root/target/venv"
 rm -rf "$work/wheels"
 "$venv/bin/maturin" build --quiet --profile dev --out "$work/wheels"
 "$venv/bin/pip" install --quiet --disable-pip-version-check --force-reinstall --no-deps "$work"/wheels/vishnu-*.whl
+export VISHNU_RUST_DEMO="$root/target/debug/examples/demo"   # for the shared-session test
 (cd crates/vishnu-python/tests && "$venv/bin/python" -m pytest -q -p no:cacheprovider)
 demo_check memory "$venv/bin/python" -m vishnu.demo
 demo_check cookie "$venv/bin/python" -m vishnu.demo
 demo_check "sqlite://$work/pydemo.db" "$venv/bin/python" -m vishnu.demo
 demo_check "$VISHNU_POSTGRES_URL" "$venv/bin/python" -m vishnu.demo
+demo_check "$VISHNU_REDIS_URL" "$venv/bin/python" -m vishnu.demo
+demo_check "$VISHNU_MEMCACHED_URL" "$venv/bin/python" -m vishnu.demo
 
 step "all checks passed"

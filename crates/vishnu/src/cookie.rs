@@ -58,9 +58,11 @@ pub(crate) fn issue(
     out.push('=');
     out.push_str(value);
     if let Some(expires_at) = expires_at {
-        let max_age = Duration::from_millis(expires_at.saturating_sub(now))
-            .min(MAX_COOKIE_AGE)
-            .as_secs();
+        // Rounded up, and at least 1: Max-Age=0 would delete a live session's cookie.
+        let max_age = expires_at
+            .saturating_sub(now)
+            .div_ceil(1000)
+            .clamp(1, MAX_COOKIE_AGE.as_secs());
         let expires = UNIX_EPOCH + Duration::from_millis(now) + Duration::from_secs(max_age);
         out.push_str("; Max-Age=");
         out.push_str(&max_age.to_string());

@@ -68,7 +68,11 @@ pub use crate::error::SessionError;
 pub use crate::session::Session;
 pub use crate::store::cleanup::spawn_cleanup;
 pub use crate::store::cookie::CookieStore;
+#[cfg(feature = "memcached")]
+pub use crate::store::memcached::MemcachedStore;
 pub use crate::store::memory::MemoryStore;
+#[cfg(feature = "redis")]
+pub use crate::store::redis::RedisStore;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub use crate::store::sql::SqlStore;
 pub use crate::store::{Cleanup, SaveOutcome, SessionStore, StoreError};

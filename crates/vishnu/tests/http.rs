@@ -777,3 +777,21 @@ async fn the_memory_store_capacity_bounds_memory() {
 }
 
 use vishnu::Clock as _;
+
+#[tokio::test]
+async fn max_age_is_rounded_up_never_zero_for_a_live_session() {
+    let clock = MockClock::new();
+    let config = builder()
+        .timeout(Duration::from_secs(1))
+        .clock(clock.clone())
+        .build()
+        .expect("config");
+    let mut client = Client::new(app(config));
+    client.get("/set/user/ada").await;
+    clock.advance(Duration::from_millis(300));
+    let a = client.get("/save").await;
+    assert_eq!(attr(a.set_cookie().expect("cookie"), "Max-Age"), Some("1"));
+    clock.advance(Duration::from_millis(990));
+    let a = client.get("/get/user").await;
+    assert_eq!(a.body, "ada");
+}

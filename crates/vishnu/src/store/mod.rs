@@ -25,6 +25,10 @@ mod open;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub mod sql;
 pub use open::{open, supported};
+#[cfg(feature = "memcached")]
+pub mod memcached;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 /// A store failure: the store could not be reached, timed out, or returned garbage.
 #[derive(Debug, thiserror::Error)]

@@ -12,6 +12,9 @@ use crate::store::{SessionStore, StoreError};
 /// |---|---|---|
 /// | `memory` | [`MemoryStore`] (bounded to one million sessions) | always |
 /// | `cookie` | [`CookieStore`] (the session in the cookie) | always |
+/// | `redis://host:port/db` | `RedisStore` | `redis` |
+/// | `redis+cluster://host:port,host:port,…` | `RedisStore` on Redis Cluster | `redis` |
+/// | `memcache://host:port[,host:port…]` | `MemcachedStore` | `memcached` |
 /// | `sqlite://path`, `sqlite::memory:` | `SqlStore` (table created by `migrate()`) | `sqlite` |
 /// | `postgres://user:pass@host:port/db` | `SqlStore` | `postgres` |
 /// | `mysql://user:pass@host:port/db` | `SqlStore` (MySQL, MariaDB) | `mysql` |
@@ -24,6 +27,14 @@ pub async fn open(url: &str) -> Result<Arc<dyn SessionStore>, StoreError> {
     match scheme {
         "memory" => Ok(Arc::new(MemoryStore::new().with_capacity(1_000_000))),
         "cookie" => Ok(Arc::new(CookieStore)),
+        #[cfg(feature = "redis")]
+        "redis" | "rediss" | "redis+cluster" => Ok(Arc::new(
+            crate::store::redis::RedisStore::from_url(url).await?,
+        )),
+        #[cfg(feature = "memcached")]
+        "memcache" | "memcached" => Ok(Arc::new(
+            crate::store::memcached::MemcachedStore::from_url(url).await?,
+        )),
         #[cfg(feature = "sqlite")]
         "sqlite" | "sqlite::memory:" => sql(url).await,
         #[cfg(feature = "postgres")]
@@ -47,6 +58,12 @@ async fn sql(url: &str) -> Result<Arc<dyn SessionStore>, StoreError> {
 /// The store URL schemes this build supports.
 pub fn supported() -> Vec<&'static str> {
     let mut schemes = vec!["memory", "cookie"];
+    if cfg!(feature = "redis") {
+        schemes.extend(["redis", "redis+cluster"]);
+    }
+    if cfg!(feature = "memcached") {
+        schemes.push("memcache");
+    }
     if cfg!(feature = "sqlite") {
         schemes.push("sqlite");
     }

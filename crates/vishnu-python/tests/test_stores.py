@@ -1,0 +1,144 @@
+"""Every server backend through the Python package, against the real servers that
+scripts/test.sh starts (URLs in VISHNU_*_URL); plus connection pooling, the GIL
+being released during store I/O, and a session shared with the Rust demo."""
+import os
+import socket
+import subprocess
+import threading
+import time
+import urllib.parse
+
+import pytest
+
+from vishnu.backend import MySQL, Postgres, PyMemcache, Redis, RedisCluster, SQLite, Url
+from vishnu.middleware import SessionMiddleware
+from vishnu.util import delete_expired_sessions
+
+from conftest import Caller, config, free_port, require_env, routes, wait_http
+
+
+def redis_backend():
+    url = urllib.parse.urlsplit(require_env("VISHNU_REDIS_URL"))
+    return Redis(host=url.hostname, port=url.port, db=int((url.path or "/0").strip("/") or 0))
+
+
+def exercise(caller):
+    assert caller("/incr")[1] == "1"
+    assert caller("/incr")[1] == "2"
+    caller("/set/user/ada")
+    assert caller("/get/user")[1] == '"ada"'
+    cookie = "vishnu=" + caller.cookie
+    threads = [threading.Thread(target=lambda: caller("/incr", cookie=cookie)) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert caller("/get/n")[1] == "18"
+    caller("/terminate")
+    assert caller("/get/user", cookie=cookie)[1] == "none"
+
+
+BACKENDS = {
+    "redis": redis_backend,
+    "redis-cluster": lambda: RedisCluster(require_env("VISHNU_REDIS_CLUSTER_URL").split("://", 1)[1]),
+    "memcached-one-node": lambda: PyMemcache(*_host_port(require_env("VISHNU_MEMCACHED_URL"))),
+    "memcached-two-nodes": lambda: Url(require_env("VISHNU_MEMCACHED_URL")),
+    "postgres": lambda: Postgres(require_env("VISHNU_POSTGRES_URL")),
+    "mysql": lambda: MySQL(require_env("VISHNU_MYSQL_URL")),
+}
+
+
+def _host_port(url):
+    first = url.split("://", 1)[1].split(",")[0]
+    host, port = first.rsplit(":", 1)
+    return host, int(port)
+
+
+@pytest.mark.parametrize("name", sorted(BACKENDS))
+def test_backend_against_its_real_server(name):
+    caller = Caller(SessionMiddleware(routes, config(backend=BACKENDS[name](), auto_save=True)))
+    exercise(caller)
+
+
+def test_sqlite_backend_and_cleanup(tmp_path):
+    c = config(backend=SQLite(str(tmp_path / "sessions.db")), auto_save=True, timeout=1)
+    caller = Caller(SessionMiddleware(routes, c))
+    exercise(caller)
+    for _ in range(5):
+        Caller(caller.app)("/set/user/tmp")
+    time.sleep(2.1)
+    calls = 0
+    while not delete_expired_sessions(c, limit=2):
+        calls += 1
+        assert calls < 10
+    assert calls >= 2
+
+
+def _redis_command(url, *args):
+    """One command over a raw socket (RESP), to inspect the server."""
+    parts = urllib.parse.urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=5) as s:
+        payload = "*%d\r\n" % len(args) + "".join("$%d\r\n%s\r\n" % (len(a), a) for a in args)
+        s.sendall(payload.encode())
+        data = b""
+        while not data.endswith(b"\r\n") or (data.startswith(b"$") and data.count(b"\r\n") < 2):
+            data += s.recv(65536)
+        return data.decode()
+
+
+def _connected_clients(url):
+    info = _redis_command(url, "INFO", "clients")
+    return int(info.split("connected_clients:")[1].split("\r\n")[0])
+
+
+def test_redis_connections_are_pooled_not_opened_per_request():
+    url = require_env("VISHNU_REDIS_URL")
+    caller = Caller(SessionMiddleware(routes, config(backend=redis_backend(), auto_save=True)))
+    caller("/incr")
+    before = _connected_clients(url)
+    for _ in range(50):
+        caller("/incr")
+    assert _connected_clients(url) <= before + 1
+
+
+def test_store_io_releases_the_gil():
+    url = require_env("VISHNU_REDIS_URL")
+    caller = Caller(SessionMiddleware(routes, config(backend=redis_backend(), auto_save=True)))
+    caller("/incr")
+    counter = {"n": 0, "stop": False}
+
+    def spin():
+        while not counter["stop"]:
+            counter["n"] += 1
+
+    _redis_command(url, "CLIENT", "PAUSE", "700", "ALL")
+    t = threading.Thread(target=spin)
+    start = time.time()
+    t.start()
+    try:
+        assert caller("/incr")[1] == "2"  # blocks until the pause ends
+    finally:
+        counter["stop"] = True
+        t.join()
+    assert time.time() - start >= 0.5, "the pause did not delay the store call"
+    assert counter["n"] > 100000, "another Python thread could not run while vishnu waited on Redis"
+
+
+def test_a_session_is_shared_with_the_rust_demo(subprocess_server):
+    demo = os.environ.get("VISHNU_RUST_DEMO")
+    if not demo:
+        if os.environ.get("CI") == "true":
+            pytest.fail("VISHNU_RUST_DEMO is not set: scripts/test.sh builds the Rust demo")
+        pytest.skip("VISHNU_RUST_DEMO not set")
+    import sys
+    store = require_env("VISHNU_REDIS_URL")
+    env = {"VISHNU_SECRET": "a shared secret for both demos, 32+ bytes"}
+    rust = subprocess_server([demo, "--port", "{port}", "--store", store], env=env)
+    python = subprocess_server([sys.executable, "-m", "vishnu.demo", "--port", "{port}", "--store", store], env=env)
+    from test_servers import Browser
+    b = Browser(python)
+    assert b.get("/counter") == (200, "1")
+    b.base = rust
+    assert b.get("/counter") == (200, "2")  # the Rust demo read and changed the Python session
+    b.base = python
+    assert b.get("/counter") == (200, "3")

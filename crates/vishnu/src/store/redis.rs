@@ -1,0 +1,515 @@
+//! [`RedisStore`]: sessions in Redis, standalone or Redis Cluster (feature `redis`).
+//!
+//! ```no_run
+//! use std::{sync::Arc, time::Duration};
+//! use vishnu::RedisStore;
+//!
+//! # async fn demo() -> Result<(), vishnu::StoreError> {
+//! let store = RedisStore::from_url("redis://127.0.0.1:6379/0")
+//!     .await?
+//!     .with_prefix("myapp:session:")
+//!     .with_timeout(Duration::from_millis(500));
+//! let cluster = RedisStore::from_url("redis+cluster://10.0.0.1:6379,10.0.0.2:6379").await?;
+//! let shared = Arc::new(store); // hand it to `Config::builder().store(...)`
+//! # let _ = (cluster, shared);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## What is stored
+//! One hash per session, under `{prefix}{store key}` (prefix `vishnu:` by default):
+//!
+//! | field | content |
+//! | --- | --- |
+//! | `record` | the record as [`Record::to_json`] writes it (the encoding every front shares) |
+//! | `version` | the record's version as decimal text: the compare-and-set reads only this |
+//! | `last_access`, `expires_at` | milliseconds since the epoch; they win over the copies inside `record` |
+//!
+//! Keeping the version and the times beside the JSON lets [`touch`](SessionStore::touch)
+//! extend a session without rewriting (or re-encoding) its data, and lets
+//! [`save`](SessionStore::save) compare versions without decoding JSON in Lua.
+//!
+//! Every write sets a native TTL ending at `expires_at` (`PEXPIREAT`), so Redis
+//! forgets expired sessions by itself: [`delete_expired`](SessionStore::delete_expired)
+//! does nothing and returns [`Cleanup::default()`]. A session not used for a
+//! while is forgotten at its `expires_at` like any other.
+//!
+//! ## Round trips
+//! `load` is one `HMGET`, `delete` one `DEL`; `create`, `save` and `touch` are
+//! each one Lua script (`EVALSHA`), which makes the check and the write atomic on
+//! the server. The first call of a script after a server restart costs one more
+//! round trip to load it. Every script touches a single key, so under Redis
+//! Cluster it runs on the node that owns the key's slot.
+//!
+//! ## Failures
+//! The connection is opened once and shared by every clone of the store; it
+//! reconnects by itself after a server restart. Every call is bounded by the
+//! store's timeout (2 s unless [`with_timeout`](RedisStore::with_timeout) says
+//! otherwise): past it the call fails with [`StoreError::Timeout`]; a refused or
+//! broken connection fails with [`StoreError::Unavailable`]. While the server is
+//! down, calls fail within the timeout (at once when the connection is
+//! refused); once it is back, calls succeed again with the same store, without
+//! recreating it. A call that was in flight when the connection broke fails:
+//! it is not sent again, since it may have been applied.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use ::redis::cluster::ClusterClientBuilder;
+use ::redis::cluster_async::ClusterConnection;
+use ::redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Script, Value};
+use async_trait::async_trait;
+
+use crate::id::StoreKey;
+use crate::record::{Millis, Record, MAX_RECORD_BYTES};
+use crate::store::{Cleanup, SaveOutcome, SessionStore, StoreError};
+
+/// The key prefix used unless [`RedisStore::with_prefix`] sets another.
+pub const DEFAULT_PREFIX: &str = "vishnu:";
+
+/// The time a call may take unless [`RedisStore::with_timeout`] sets another.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Bounds each attempt to (re)connect, so that a server that stopped answering
+/// cannot hold the shared reconnection for minutes of OS-level TCP timeouts.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `KEYS[1]` key; `ARGV` record JSON, version, last_access, expires_at.
+/// Returns 1 when the record was written, 0 when the key is taken.
+static CREATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'record', ARGV[1], 'version', ARGV[2],
+           'last_access', ARGV[3], 'expires_at', ARGV[4])
+redis.call('PEXPIREAT', KEYS[1], ARGV[4])
+return 1
+",
+    )
+});
+
+/// `KEYS[1]` key; `ARGV` expected version, record JSON, new version, last_access, expires_at.
+/// Versions are compared as decimal text: exact for every u64, unlike Lua numbers.
+static SAVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local current = redis.call('HGET', KEYS[1], 'version')
+if not current then return 0 end
+if current ~= ARGV[1] then return 1 end
+redis.call('HSET', KEYS[1], 'record', ARGV[2], 'version', ARGV[3],
+           'last_access', ARGV[4], 'expires_at', ARGV[5])
+redis.call('PEXPIREAT', KEYS[1], ARGV[5])
+return 2
+",
+    )
+});
+const SAVE_MISSING: i64 = 0;
+const SAVE_CONFLICT: i64 = 1;
+const SAVE_SAVED: i64 = 2;
+
+/// `KEYS[1]` key; `ARGV` last_access, expires_at. Returns 0 when there is no record.
+/// Millisecond times stay below 2^53, so Lua numbers compare them exactly.
+static TOUCH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local current = redis.call('HGET', KEYS[1], 'last_access')
+if not current then return 0 end
+if tonumber(ARGV[1]) > (tonumber(current) or 0) then
+  redis.call('HSET', KEYS[1], 'last_access', ARGV[1], 'expires_at', ARGV[2])
+else
+  redis.call('HSET', KEYS[1], 'expires_at', ARGV[2])
+end
+redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+return 1
+",
+    )
+});
+
+/// A [`SessionStore`] on Redis: one server (`redis://host:port/db`) or a Redis
+/// Cluster (`redis+cluster://host:port,host:port,...`). See the
+/// [module docs](self) for the stored layout and the failure behaviour.
+///
+/// Cloning is cheap and shares the connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    connection: Connection,
+    prefix: Arc<str>,
+    timeout: Duration,
+    /// The URL without credentials, for error messages and `Debug`.
+    target: Arc<str>,
+}
+
+/// The two kinds of connection behind one store type. Both multiplex every
+/// request over shared connections and reconnect by themselves.
+#[derive(Clone)]
+enum Connection {
+    Standalone(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Standalone(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Standalone(c) => c.req_packed_commands(cmd, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Standalone(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("target", &self.target)
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Connects to Redis.
+    ///
+    /// - `redis://[user:password@]host:port/db` (and `redis+unix:///path`): one
+    ///   server, through a connection manager that reconnects by itself;
+    /// - `redis+cluster://[user:password@]host:port,host:port,...`: a Redis
+    ///   Cluster, discovered from any of the listed nodes (the credentials apply
+    ///   to every node).
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidUrl`] for a malformed URL (or `rediss://`: TLS is
+    /// not compiled in), [`StoreError::Unavailable`] for a server that cannot
+    /// be reached, [`StoreError::Timeout`] when connecting takes longer than
+    /// [`DEFAULT_TIMEOUT`].
+    pub async fn from_url(url: &str) -> Result<Self, StoreError> {
+        let target: Arc<str> = redact(url).into();
+        let connecting = async {
+            if let Some(nodes) = url.strip_prefix("redis+cluster://") {
+                let nodes = cluster_nodes(nodes).map_err(|why| {
+                    StoreError::InvalidUrl(format!("Redis Cluster URL {target}: {why}"))
+                })?;
+                let client = ClusterClientBuilder::new(nodes)
+                    .connection_timeout(CONNECT_TIMEOUT)
+                    .build()
+                    .map_err(|e| {
+                        StoreError::InvalidUrl(format!("Redis Cluster URL {target}: {e}"))
+                    })?;
+                let connection = client
+                    .get_async_connection()
+                    .await
+                    .map_err(|e| connect_failure(&e, "Redis Cluster", &target))?;
+                Ok(Connection::Cluster(connection))
+            } else {
+                let client = ::redis::Client::open(url)
+                    .map_err(|e| StoreError::InvalidUrl(format!("Redis URL {target}: {e}")))?;
+                // No retry series inside the manager: its backoff would hold
+                // every call of an outage for seconds. A failed attempt fails
+                // the calls waiting on it at once, and the next call starts a
+                // new attempt, so the store notices at once that the server is back.
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(CONNECT_TIMEOUT)
+                    .set_number_of_retries(0);
+                let manager = ConnectionManager::new_with_config(client, config)
+                    .await
+                    .map_err(|e| connect_failure(&e, "Redis at", &target))?;
+                Ok(Connection::Standalone(manager))
+            }
+        };
+        let connection = tokio::time::timeout(DEFAULT_TIMEOUT, connecting)
+            .await
+            .map_err(|_| StoreError::Timeout(DEFAULT_TIMEOUT))??;
+        Ok(Self {
+            connection,
+            prefix: DEFAULT_PREFIX.into(),
+            timeout: DEFAULT_TIMEOUT,
+            target,
+        })
+    }
+
+    /// Puts `prefix` before every key (default `vishnu:`), to share a database
+    /// with other data or other applications.
+    #[must_use]
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into().into();
+        self
+    }
+
+    /// Bounds every call (default 2 s): a call that takes longer fails with
+    /// [`StoreError::Timeout`]. Each attempt to reconnect is bounded by 2 s on
+    /// its own, whatever this timeout.
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    fn key(&self, key: &StoreKey) -> String {
+        format!("{}{}", self.prefix, key.as_str())
+    }
+
+    /// Runs one request with the store's timeout, mapping its failure.
+    ///
+    /// `request` gets its own handle on the shared connection. A request that
+    /// failed because the connection was refused is made once more: nothing
+    /// was sent, and the refusal may be the attempt cached from before the
+    /// server came back, so the retry is both safe and what makes the store
+    /// recover on the first call after an outage.
+    async fn run<T, F, Fut>(&self, operation: &str, mut request: F) -> Result<T, StoreError>
+    where
+        F: FnMut(Connection) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        let attempts = async {
+            match request(self.connection.clone()).await {
+                Err(e) if e.is_connection_refusal() => request(self.connection.clone()).await,
+                other => other,
+            }
+        };
+        match tokio::time::timeout(self.timeout, attempts).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(self.failure(operation, &e)),
+            Err(_) => Err(StoreError::Timeout(self.timeout)),
+        }
+    }
+
+    fn failure(&self, operation: &str, e: &RedisError) -> StoreError {
+        if e.is_timeout() {
+            // The client's own bound: only connecting has one (CONNECT_TIMEOUT).
+            StoreError::Timeout(CONNECT_TIMEOUT)
+        } else if e.kind() == ErrorKind::TypeError || e.code() == Some("WRONGTYPE") {
+            // Something else lives under our key, or the reply has another shape.
+            StoreError::Corrupt(format!("redis {operation} at {}: {e}", self.target))
+        } else {
+            StoreError::Unavailable(format!("redis {operation} at {} failed: {e}", self.target))
+        }
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
+        let mut cmd = ::redis::cmd("HMGET");
+        cmd.arg(self.key(key))
+            .arg("record")
+            .arg("last_access")
+            .arg("expires_at");
+        let cmd = &cmd;
+        let fields: Vec<Option<Vec<u8>>> = self
+            .run("load", |mut c| async move { cmd.query_async(&mut c).await })
+            .await?;
+        let [json, last_access, expires_at]: [Option<Vec<u8>>; 3] =
+            fields.try_into().map_err(|fields: Vec<_>| {
+                StoreError::Corrupt(format!("HMGET returned {} fields, not 3", fields.len()))
+            })?;
+        let Some(json) = json else {
+            return Ok(None);
+        };
+        let mut record = Record::from_json(&json)
+            .map_err(|e| StoreError::Corrupt(format!("record at {}: {e}", self.key(key))))?;
+        if let Some(last_access) = last_access {
+            record.last_access = parse_millis("last_access", &last_access)?;
+        }
+        if let Some(expires_at) = expires_at {
+            record.expires_at = parse_millis("expires_at", &expires_at)?;
+        }
+        Ok(Some(record))
+    }
+
+    async fn create(&self, key: &StoreKey, record: &Record) -> Result<bool, StoreError> {
+        let json = encode(record)?;
+        let mut invocation = CREATE.key(self.key(key));
+        invocation
+            .arg(json)
+            .arg(record.version)
+            .arg(record.last_access)
+            .arg(record.expires_at);
+        let invocation = &invocation;
+        let created: i64 = self
+            .run("create", |mut c| async move {
+                invocation.invoke_async(&mut c).await
+            })
+            .await?;
+        Ok(created == 1)
+    }
+
+    async fn save(
+        &self,
+        key: &StoreKey,
+        record: &Record,
+        expected_version: u64,
+    ) -> Result<SaveOutcome, StoreError> {
+        let json = encode(record)?;
+        let mut invocation = SAVE.key(self.key(key));
+        invocation
+            .arg(expected_version)
+            .arg(json)
+            .arg(record.version)
+            .arg(record.last_access)
+            .arg(record.expires_at);
+        let invocation = &invocation;
+        let outcome: i64 = self
+            .run("save", |mut c| async move {
+                invocation.invoke_async(&mut c).await
+            })
+            .await?;
+        match outcome {
+            SAVE_SAVED => Ok(SaveOutcome::Saved),
+            SAVE_CONFLICT => Ok(SaveOutcome::Conflict),
+            SAVE_MISSING => Ok(SaveOutcome::Missing),
+            other => Err(StoreError::Corrupt(format!(
+                "the save script answered {other}"
+            ))),
+        }
+    }
+
+    async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
+        let mut cmd = ::redis::cmd("DEL");
+        cmd.arg(self.key(key));
+        let cmd = &cmd;
+        let _removed: i64 = self
+            .run(
+                "delete",
+                |mut c| async move { cmd.query_async(&mut c).await },
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn touch(
+        &self,
+        key: &StoreKey,
+        last_access: Millis,
+        expires_at: Millis,
+    ) -> Result<bool, StoreError> {
+        let mut invocation = TOUCH.key(self.key(key));
+        invocation.arg(last_access).arg(expires_at);
+        let invocation = &invocation;
+        let touched: i64 = self
+            .run("touch", |mut c| async move {
+                invocation.invoke_async(&mut c).await
+            })
+            .await?;
+        Ok(touched == 1)
+    }
+
+    /// Does nothing: every record carries a native TTL, so Redis removes
+    /// expired records by itself.
+    async fn delete_expired(
+        &self,
+        _now: Millis,
+        _dormant_for: Duration,
+        _limit: usize,
+    ) -> Result<Cleanup, StoreError> {
+        Ok(Cleanup::default())
+    }
+}
+
+fn connect_failure(e: &RedisError, what: &str, target: &str) -> StoreError {
+    if e.is_timeout() {
+        StoreError::Timeout(CONNECT_TIMEOUT)
+    } else {
+        StoreError::Unavailable(format!("cannot reach {what} {target}: {e}"))
+    }
+}
+
+fn encode(record: &Record) -> Result<Vec<u8>, StoreError> {
+    let json = record.to_json();
+    if json.len() > MAX_RECORD_BYTES {
+        return Err(StoreError::TooLarge(format!(
+            "{} bytes exceed the {MAX_RECORD_BYTES}-byte limit",
+            json.len()
+        )));
+    }
+    Ok(json)
+}
+
+fn parse_millis(field: &str, bytes: &[u8]) -> Result<Millis, StoreError> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(|| StoreError::Corrupt(format!("field {field} is not a millisecond time")))
+}
+
+/// Splits the part after `redis+cluster://` into one `redis://` URL per node.
+fn cluster_nodes(spec: &str) -> Result<Vec<String>, &'static str> {
+    // A cluster has only database 0: accept a trailing "/" or "/0".
+    let spec = spec
+        .strip_suffix("/0")
+        .or_else(|| spec.strip_suffix('/'))
+        .unwrap_or(spec);
+    let (credentials, hosts) = match spec.rsplit_once('@') {
+        Some((credentials, hosts)) => (format!("{credentials}@"), hosts),
+        None => (String::new(), spec),
+    };
+    let nodes: Vec<String> = hosts
+        .split(',')
+        .map(str::trim)
+        .map(|host| {
+            if host.is_empty() || host.contains('/') {
+                Err("expected host:port,host:port,...")
+            } else {
+                Ok(format!("redis://{credentials}{host}"))
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(nodes)
+}
+
+/// The URL with any credentials replaced by `***`.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}***{}", &url[..scheme_end + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_urls_list_every_node() {
+        assert_eq!(
+            cluster_nodes("127.0.0.1:7000,127.0.0.1:7001/0").expect("valid"),
+            ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]
+        );
+        assert_eq!(
+            cluster_nodes("u:p@h1:1,h2:2").expect("valid"),
+            ["redis://u:p@h1:1", "redis://u:p@h2:2"]
+        );
+        assert!(cluster_nodes("h1:1,,h2:2").is_err());
+        assert!(cluster_nodes("h1:1/3").is_err());
+    }
+
+    #[test]
+    fn credentials_never_reach_messages() {
+        assert_eq!(
+            redact("redis://user:secret@host:6379/0"),
+            "redis://***@host:6379/0"
+        );
+        assert_eq!(redact("redis://host:6379/0"), "redis://host:6379/0");
+    }
+}
