@@ -1,5 +1,5 @@
 //! The store conformance suite against Redis, Redis Cluster and memcached (two nodes).
-#![cfg(any(feature = "redis", feature = "memcached"))]
+#![cfg(all(feature = "axum", any(feature = "redis", feature = "memcached")))]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! The store conformance suite against the memory store.
+#![cfg(feature = "axum")]
 
 mod common;
 

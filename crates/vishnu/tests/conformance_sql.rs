@@ -1,5 +1,8 @@
 //! The store conformance suite against SqlStore on SQLite, PostgreSQL and MySQL/MariaDB.
-#![cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+#![cfg(all(
+    feature = "axum",
+    any(feature = "sqlite", feature = "postgres", feature = "mysql")
+))]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! The cookie store: the whole session in the sealed cookie, no server state.
+#![cfg(feature = "axum")]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! HTTP-level tests of the core semantics, through the tower layer and the axum extractor.
+#![cfg(feature = "axum")]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! The tower layer under a plain hyper 1 server, over a real socket.
+#![cfg(feature = "axum")]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Property tests: the codec round-trips, and no input makes decoding or parsing panic.
+#![cfg(feature = "axum")]
 
 mod common;
 
