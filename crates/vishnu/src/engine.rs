@@ -330,21 +330,27 @@ pub(crate) async fn persist(
             backoff(attempt).await;
         }
         let now = config.clock.now_millis();
+        // One copy of the stored record per attempt: it becomes the new record.
         let (live, pending, timeout) = {
             let state = session.state();
             let timeout = effective_timeout(&session.inner.config, &state);
-            (state.live.clone(), state.pending.clone(), timeout)
+            let live = state
+                .live
+                .as_ref()
+                .map(|l| (l.id, l.record.version, l.record.clone()));
+            (live, state.pending.clone(), timeout)
         };
-        let base = live.as_ref().map(|l| l.record.clone());
-        let mut record = match &base {
-            Some(stored) => {
-                let mut r = stored.clone();
-                r.version = stored.version.wrapping_add(1);
+        let (live, mut record) = match live {
+            Some((id, version, mut r)) => {
+                r.version = version.wrapping_add(1);
                 r.last_access = now;
                 r.expires_at = expires_at(config, r.created_at, now, timeout);
-                r
+                (Some((id, version)), r)
             }
-            None => Record::new(Map::new(), now, expires_at(config, now, now, timeout)),
+            None => (
+                None,
+                Record::new(Map::new(), now, expires_at(config, now, now, timeout)),
+            ),
         };
         pending.apply(&mut record.data);
         if let Some(t) = pending.timeout {
@@ -364,7 +370,7 @@ pub(crate) async fn persist(
             // The record travels in the cookie: check now that it fits, so
             // the handler gets the error at save time.
             let id = match (&live, cycle) {
-                (Some(l), false) => l.id,
+                (Some((id, _)), false) => *id,
                 _ => SessionId::generate().map_err(|_| SessionError::Random)?,
             };
             let candidate = Live { id, record };
@@ -373,7 +379,7 @@ pub(crate) async fn persist(
             return Ok(new_value);
         }
 
-        let Some(live) = live else {
+        let Some((live_id, live_version)) = live else {
             // A new session: always a fresh id (a cookie's unknown id is never adopted).
             let id = SessionId::generate().map_err(|_| SessionError::Random)?;
             if store.create(&id.store_key(), &record).await? {
@@ -384,14 +390,14 @@ pub(crate) async fn persist(
             continue;
         };
 
-        let key = live.id.store_key();
+        let key = live_id.store_key();
         if cycle {
             // Refuse to carry over a session that another request changed or ended meanwhile.
             match store.load(&key).await? {
-                Some(fresh) if fresh.version == live.record.version => {}
+                Some(fresh) if fresh.version == live_version => {}
                 Some(fresh) if !is_expired(config, &fresh, now) => {
                     session.state().live = Some(Live {
-                        id: live.id,
+                        id: live_id,
                         record: fresh,
                     });
                     continue;
@@ -409,11 +415,11 @@ pub(crate) async fn persist(
             return Ok(new_value);
         }
 
-        match store.save(&key, &record, live.record.version).await? {
+        match store.save(&key, &record, live_version).await? {
             SaveOutcome::Saved => {
                 commit(
                     session,
-                    live.id,
+                    live_id,
                     record,
                     persistent || pending.timeout.is_some(),
                 );
@@ -422,7 +428,7 @@ pub(crate) async fn persist(
             SaveOutcome::Conflict => match store.load(&key).await? {
                 Some(fresh) if !is_expired(config, &fresh, now) => {
                     session.state().live = Some(Live {
-                        id: live.id,
+                        id: live_id,
                         record: fresh,
                     });
                 }
