@@ -275,6 +275,25 @@ fn codec(rows: &mut Vec<Value>, rounds: usize, iters: u64) {
     }
 }
 
+/// Runs one library's scenario alone (for profilers: `--profile LIB SCENARIO ITERS`).
+pub fn profile(library: &str, scenario: &str, iters: u64) {
+    let rt = current_thread();
+    let app = match library {
+        "floor" => floor_app(),
+        "vishnu" => vishnu_app(false),
+        "vishnu-encrypted" => vishnu_app(true),
+        "tower-sessions" => tower_sessions_app(),
+        other => panic!("unknown library {other}"),
+    };
+    let cookie = if library == "floor" {
+        HeaderValue::from_static("vishnu=AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQ")
+    } else {
+        first_cookie(&rt, &app)
+    };
+    let us = drive_axum(&rt, app, leak(scenario), Some(cookie), 1, iters);
+    eprintln!("{library} {scenario}: {us:.3} us/request");
+}
+
 /// Runs the suite.
 pub fn run(quick: bool) -> Vec<Value> {
     let (rounds, iters) = if quick { (5, 20_000) } else { (9, 200_000) };

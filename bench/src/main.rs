@@ -50,6 +50,12 @@ pub fn time_loop(iters: u64, mut f: impl FnMut()) -> Duration {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
+    if let [flag, library, scenario, iters] = args.as_slice() {
+        if flag == "--profile" {
+            inprocess::profile(library, scenario, iters.parse().unwrap_or(10_000));
+            return;
+        }
+    }
     let mut suites: Vec<&str> = args
         .windows(2)
         .filter(|w| w[0] == "--suite")

@@ -205,10 +205,7 @@ impl Engine {
     /// Starts a request from its `Cookie` header (WSGI `HTTP_COOKIE`), if any.
     #[pyo3(signature = (cookie_header=None))]
     fn begin(&self, cookie_header: Option<&str>) -> Session {
-        let cookies = cookie_header
-            .and_then(|c| HeaderValue::from_bytes(c.as_bytes()).ok())
-            .into_iter()
-            .collect();
+        let cookies = cookie_header.and_then(|c| HeaderValue::from_bytes(c.as_bytes()).ok());
         Session {
             inner: self.inner.begin(cookies),
             engine: self.inner.clone(),

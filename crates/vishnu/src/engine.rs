@@ -17,7 +17,7 @@ use crate::cookie;
 use crate::error::SessionError;
 use crate::id::{SessionId, ID_LEN};
 use crate::record::{Millis, Record};
-use crate::session::{Live, Pending, Session, State};
+use crate::session::{CookieHeaders, Live, Pending, Session, State};
 use crate::store::{Cleanup, SaveOutcome, StoreError};
 
 /// How many times a save retries after version conflicts before giving up.
@@ -54,8 +54,8 @@ impl Engine {
 
     /// Starts a request: wraps its `Cookie` header values in a [`Session`].
     /// Nothing is decoded or loaded until the session is used.
-    pub fn begin(&self, cookie_headers: Vec<HeaderValue>) -> Session {
-        Session::new(self.config.clone(), cookie_headers)
+    pub fn begin(&self, cookie_headers: impl IntoIterator<Item = HeaderValue>) -> Session {
+        Session::new(self.config.clone(), CookieHeaders::collect(cookie_headers))
     }
 
     /// Ends a request whose response has status `status`: saves pending
@@ -197,7 +197,12 @@ fn decode(session: &Session, state: &mut State) {
     state.decoded = true;
     let config = &session.inner.config.inner;
     let mut error = None;
-    let headers = session.inner.cookies.iter().map(HeaderValue::as_bytes);
+    let headers = session
+        .inner
+        .cookies
+        .as_slice()
+        .iter()
+        .map(HeaderValue::as_bytes);
     for value in cookie::cookie_values(headers, &config.cookie_name) {
         state.had_cookie = true;
         match config.codec.decode(value) {

@@ -39,9 +39,40 @@ pub struct Session {
 
 pub(crate) struct Inner {
     pub(crate) config: Config,
-    pub(crate) cookies: Vec<HeaderValue>,
+    pub(crate) cookies: CookieHeaders,
     pub(crate) used: AtomicBool,
     pub(crate) state: Mutex<State>,
+}
+
+/// A request's `Cookie` header values. Almost every request has at most one,
+/// so that case is kept without a separate allocation.
+pub(crate) enum CookieHeaders {
+    None,
+    One(HeaderValue),
+    Many(Vec<HeaderValue>),
+}
+
+impl CookieHeaders {
+    pub(crate) fn collect(headers: impl IntoIterator<Item = HeaderValue>) -> Self {
+        let mut it = headers.into_iter();
+        match (it.next(), it.next()) {
+            (None, _) => Self::None,
+            (Some(one), None) => Self::One(one),
+            (Some(a), Some(b)) => {
+                let mut all = vec![a, b];
+                all.extend(it);
+                Self::Many(all)
+            }
+        }
+    }
+
+    pub(crate) fn as_slice(&self) -> &[HeaderValue] {
+        match self {
+            Self::None => &[],
+            Self::One(one) => std::slice::from_ref(one),
+            Self::Many(all) => all,
+        }
+    }
 }
 
 /// The stored session this request is attached to, as last read or written.
@@ -116,7 +147,7 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    pub(crate) fn new(config: Config, cookies: Vec<HeaderValue>) -> Self {
+    pub(crate) fn new(config: Config, cookies: CookieHeaders) -> Self {
         Self {
             inner: Arc::new(Inner {
                 config,

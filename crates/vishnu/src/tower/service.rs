@@ -35,8 +35,9 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let cookies = req.headers().get_all(COOKIE).iter().cloned().collect();
-        let session = self.engine.begin(cookies);
+        let session = self
+            .engine
+            .begin(req.headers().get_all(COOKIE).iter().cloned());
         req.extensions_mut().insert(session.clone());
         ResponseFuture::new(self.inner.call(req), self.engine.clone(), session)
     }
