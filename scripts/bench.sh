@@ -49,7 +49,7 @@ ours="$root/target/bench-venv"
 orig="$root/target/bench-venv-311"
 [ -x "$ours/bin/python" ] || python3 -m venv "$ours"
 [ -x "$orig/bin/python" ] || python3 -m venv "$orig"
-"$ours/bin/pip" install --quiet --disable-pip-version-check maturin beaker flask
+"$ours/bin/pip" install --quiet --disable-pip-version-check maturin beaker flask pycryptodome
 "$ours/bin/maturin" build --quiet --release --out "$work/wheels" >&2
 "$ours/bin/pip" install --quiet --disable-pip-version-check --force-reinstall --no-deps "$work"/wheels/vishnu-*.whl
 # The original pins pycryptodome<3.7, which does not import on current Python: install a current one.
