@@ -60,7 +60,7 @@ step "Rust tests"
 cargo test --workspace --all-features
 
 step "demo route checks"
-cargo build --quiet --example demo --all-features
+cargo build --quiet --example demo --example load --all-features
 demo_check() { # store-url [command...]
   local port; port=$(free_port)
   local store=$1; shift
@@ -100,5 +100,12 @@ demo_check "sqlite://$work/pydemo.db" "$venv/bin/python" -m vishnu.demo
 demo_check "$VISHNU_POSTGRES_URL" "$venv/bin/python" -m vishnu.demo
 demo_check "$VISHNU_REDIS_URL" "$venv/bin/python" -m vishnu.demo
 demo_check "$VISHNU_MEMCACHED_URL" "$venv/bin/python" -m vishnu.demo
+
+step "end to end: a real browser, store faults, load"
+export VISHNU_DEMO_BIN="$root/target/debug/examples/demo" VISHNU_LOAD_BIN="$root/target/debug/examples/load"
+bash scripts/e2e/install-browser.sh
+node tests/e2e/browser.mjs
+python3 tests/e2e/faults.py
+python3 tests/e2e/load.py
 
 step "all checks passed"

@@ -1,13 +1,20 @@
 //! The vishnu demo: a visit counter, login and logout over sessions.
 //!
 //! ```text
-//! cargo run --example demo -- [--port 3000] [--store memory]
+//! cargo run --example demo -- [--port 3000] [--store memory] [--timeout SECONDS]
+//!     [--tls-cert FILE --tls-key FILE] [--cookie-name NAME] [--same-site strict|lax|none]
 //! ```
+//!
+//! Plain HTTP by default, with a non-`Secure` cookie (browsers drop `Secure`
+//! cookies on plain http). With `--tls-cert` and `--tls-key` (PEM files) it
+//! serves HTTPS (rustls) and the cookie is `Secure`, which `--cookie-name
+//! __Host-…` and `--same-site none` require.
 //!
 //! Routes: `GET /` (page), `GET /public` (never touches the session),
 //! `GET /counter`, `POST /login` (form field `user`), `GET /whoami`, `POST /logout`.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use axum::extract::Form;
@@ -16,12 +23,19 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
-use vishnu::{Config, Session, SessionError, SessionLayer};
+use vishnu::{Config, SameSite, Session, SessionError, SessionLayer};
+
+const USAGE: &str = "usage: demo [--port N] [--store URL] [--timeout SECONDS] \
+[--tls-cert FILE --tls-key FILE] [--cookie-name NAME] [--same-site strict|lax|none]";
 
 struct Args {
     port: u16,
     store: String,
     timeout: Option<u64>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    cookie_name: Option<String>,
+    same_site: Option<SameSite>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -29,6 +43,10 @@ fn parse_args() -> Result<Args, String> {
         port: 3000,
         store: "memory".into(),
         timeout: None,
+        tls_cert: None,
+        tls_key: None,
+        cookie_name: None,
+        same_site: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -48,15 +66,34 @@ fn parse_args() -> Result<Args, String> {
                         .map_err(|_| format!("--timeout: {v:?} is not a number of seconds"))?,
                 );
             }
+            "--tls-cert" => args.tls_cert = Some(value("--tls-cert")?.into()),
+            "--tls-key" => args.tls_key = Some(value("--tls-key")?.into()),
+            "--cookie-name" => args.cookie_name = Some(value("--cookie-name")?),
+            "--same-site" => {
+                let v = value("--same-site")?;
+                args.same_site = Some(match v.to_ascii_lowercase().as_str() {
+                    "strict" => SameSite::Strict,
+                    "lax" => SameSite::Lax,
+                    "none" => SameSite::None,
+                    _ => return Err(format!("--same-site: {v:?} is not strict, lax or none")),
+                });
+            }
             "-h" | "--help" => {
                 println!(
-                    "usage: demo [--port N] [--store URL] [--timeout SECONDS]\n  --store: {} (default memory)",
-                    vishnu::store::supported().join(", ")
+                    "{USAGE}\n  --store: {} (default memory)\n  \
+                     --tls-cert, --tls-key: PEM certificate chain and private key; serve HTTPS \
+                     with a Secure cookie (default: plain HTTP, cookie not Secure)\n  \
+                     --cookie-name: default {}\n  --same-site: default lax",
+                    vishnu::store::supported().join(", "),
+                    vishnu::DEFAULT_COOKIE_NAME,
                 );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
+    }
+    if args.tls_cert.is_some() != args.tls_key.is_some() {
+        return Err("--tls-cert and --tls-key go together".into());
     }
     Ok(args)
 }
@@ -64,6 +101,7 @@ fn parse_args() -> Result<Args, String> {
 #[tokio::main]
 async fn main() {
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,vishnu=info".into()),
@@ -85,15 +123,23 @@ async fn main() {
     };
     let secret = std::env::var("VISHNU_SECRET")
         .unwrap_or_else(|_| "demo secret: change me, at least 32 bytes long".into());
+    let tls = args.tls_cert.is_some();
     let mut builder = Config::builder()
         .secret(secret)
         .shared_store(store)
         .auto_save(true)
-        // The demo serves plain http on localhost, where browsers drop Secure
-        // cookies; the library default (secure = true) stays on for real apps.
-        .secure(false);
+        // Without TLS the demo serves plain http on localhost, where browsers
+        // drop Secure cookies; the library default (secure = true) stays on for
+        // real apps, and here whenever the demo serves HTTPS.
+        .secure(tls);
     if let Some(t) = args.timeout {
         builder = builder.timeout(Duration::from_secs(t));
+    }
+    if let Some(name) = &args.cookie_name {
+        builder = builder.cookie_name(name.clone());
+    }
+    if let Some(same_site) = args.same_site {
+        builder = builder.same_site(same_site);
     }
     let config = match builder.build() {
         Ok(c) => c,
@@ -111,6 +157,10 @@ async fn main() {
         .route("/logout", post(logout))
         .layer(SessionLayer::new(config));
     let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        serve_tls(addr, cert, key, app, &args.store).await;
+        return;
+    }
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -120,6 +170,41 @@ async fn main() {
     };
     println!("vishnu demo on http://{addr} (store: {})", args.store);
     if let Err(e) = axum::serve(listener, app).await {
+        eprintln!("demo: server error: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn serve_tls(addr: SocketAddr, cert: &Path, key: &Path, app: Router, store: &str) {
+    // One crypto provider for the process, chosen here rather than by feature unification.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tls = match axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "demo: cannot load the TLS certificate {} and key {}: {e}",
+                cert.display(),
+                key.display()
+            );
+            std::process::exit(2);
+        }
+    };
+    let listener = match std::net::TcpListener::bind(addr) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("demo: cannot listen on {addr}: {e}");
+            std::process::exit(1);
+        }
+    };
+    let server = match axum_server::from_tcp_rustls(listener, tls) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("demo: cannot listen on {addr}: {e}");
+            std::process::exit(1);
+        }
+    };
+    println!("vishnu demo on https://{addr} (store: {store})");
+    if let Err(e) = server.serve(app.into_make_service()).await {
         eprintln!("demo: server error: {e}");
         std::process::exit(1);
     }

@@ -126,7 +126,11 @@ impl Engine {
                 };
                 Ok(Some(cookie::issue(config, &value, expires, now)))
             }
-            None if state.terminated || (state.had_cookie && state.loaded) => {
+            // Only a browser that sent our cookie gets a removal cookie: answering a
+            // cookie-less request (say, a cross-site POST to a logout route, which a
+            // SameSite=Strict cookie does not accompany) with one would let another
+            // site log the user out of their browser.
+            None if state.had_cookie && (state.terminated || state.loaded) => {
                 Ok(Some(cookie::removal(config)))
             }
             None => Ok(None),
@@ -330,9 +334,12 @@ pub(crate) async fn persist(
     ensure_loaded(session).await?;
     let config = &*session.inner.config.inner;
     let store = &config.store;
+    let mut started = std::time::Instant::now();
     for attempt in 0..MAX_ATTEMPTS {
         if attempt > 0 {
-            backoff(attempt).await;
+            // The previous attempt ran from `started` until now.
+            backoff(attempt, started.elapsed()).await;
+            started = std::time::Instant::now();
         }
         let now = config.clock.now_millis();
         // One copy of the stored record per attempt: it becomes the new record.
@@ -467,11 +474,20 @@ fn gone(session: &Session) -> SessionError {
     SessionError::Terminated
 }
 
-async fn backoff(attempt: u32) {
-    let mut r = [0u8; 2];
+/// Random backoff after a conflict, scaled to how long an attempt takes on this
+/// store (a loaded store needs wider spacing for one contender to get
+/// through). The window stops growing after a few attempts: an ever-growing
+/// window would let newly arriving requests overtake one that has been
+/// retrying, and starve it.
+async fn backoff(attempt: u32, last_attempt: Duration) {
+    let mut r = [0u8; 4];
     let _ = getrandom::fill(&mut r);
-    let cap = 1u64 << attempt.min(6); // at most 64 ms
-    let jitter = u64::from(u16::from_le_bytes(r)) % (cap * 1000);
+    let unit = last_attempt.max(Duration::from_millis(1));
+    let window = (unit * (1u32 << attempt.min(2))).min(Duration::from_secs(1));
+    let micros = u64::try_from(window.as_micros())
+        .unwrap_or(1_000_000)
+        .max(1);
+    let jitter = u64::from(u32::from_le_bytes(r)) % micros;
     tokio::time::sleep(Duration::from_micros(jitter)).await;
 }
 

@@ -83,8 +83,12 @@ impl Record {
                 bytes.len()
             )));
         }
+        // JSON is UTF-8 (RFC 8259 8.1). serde_json::from_slice checks that only in the
+        // strings it keeps, not in an unknown field's, which it skips: check it all here,
+        // so that a record other languages cannot read is not accepted either.
+        let text = std::str::from_utf8(bytes).map_err(|e| RecordError::Malformed(e.to_string()))?;
         let record: Record =
-            serde_json::from_slice(bytes).map_err(|e| RecordError::Malformed(e.to_string()))?;
+            serde_json::from_str(text).map_err(|e| RecordError::Malformed(e.to_string()))?;
         if record.format != RECORD_FORMAT {
             return Err(RecordError::UnknownFormat(record.format));
         }
@@ -142,5 +146,19 @@ mod tests {
             Record::from_json(&r.to_json()),
             Err(RecordError::UnknownFormat(2))
         ));
+    }
+
+    // Found by the `record` fuzz target: invalid UTF-8 in a field the decoder skips
+    // was accepted, though the bytes are not JSON and Python's json.loads rejects them.
+    #[test]
+    fn invalid_utf8_is_malformed_even_in_unknown_fields() {
+        let bad = b"{\"v\":1,\"data\":{},\"created_at\":0,\"last_access\":0,\"expires_at\":1,\"extra\":\"b\xd0n\",\"version\":1}";
+        assert!(matches!(
+            Record::from_json(bad),
+            Err(RecordError::Malformed(_))
+        ));
+        let good = "{\"v\":1,\"data\":{\"name\":\"Zoë 😀\"},\"created_at\":0,\"last_access\":0,\"expires_at\":1,\"extra\":\"bän\",\"version\":1}";
+        let r = Record::from_json(good.as_bytes()).expect("valid UTF-8 decodes");
+        assert_eq!(r.data["name"], json!("Zoë 😀"));
     }
 }

@@ -796,3 +796,18 @@ async fn max_age_is_rounded_up_never_zero_for_a_live_session() {
     let a = client.get("/get/user").await;
     assert_eq!(a.body, "ada");
 }
+
+#[tokio::test]
+async fn a_cookieless_logout_sends_no_removal_cookie() {
+    // A cross-site POST to a logout route arrives without a SameSite=Strict
+    // cookie; answering it with a removal cookie would let another site log
+    // the user out of their browser.
+    let (app, _) = memory_app();
+    let a = send(&app, "/terminate", &[]).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(a.set_cookies.is_empty(), "{:?}", a.set_cookies);
+    let mut client = Client::new(app.clone());
+    client.get("/set/user/ada").await;
+    let bye = client.get("/terminate").await;
+    assert!(bye.set_cookie().expect("removal").contains("Max-Age=0"));
+}
