@@ -132,7 +132,8 @@ impl Codec {
         !self.ciphers.is_empty()
     }
 
-    fn tag(&self, signer: &HmacSha256, version: u8, payload: &[u8]) -> [u8; TAG_LEN] {
+    /// The MAC state over `version || len(name) || name || payload`.
+    fn mac(&self, signer: &HmacSha256, version: u8, payload: &[u8]) -> HmacSha256 {
         let mut mac = signer.clone();
         mac.update(&[version]);
         // The name is at most a few hundred bytes; its length fits in u32.
@@ -143,28 +144,29 @@ impl Codec {
         );
         mac.update(&self.name);
         mac.update(payload);
-        mac.finalize().into_bytes().into()
+        mac
+    }
+
+    fn tag(&self, signer: &HmacSha256, version: u8, payload: &[u8]) -> [u8; TAG_LEN] {
+        self.mac(signer, version, payload)
+            .finalize()
+            .into_bytes()
+            .into()
     }
 
     fn verify(&self, version: u8, payload: &[u8], tag: &[u8]) -> Option<KeyUsed> {
         self.signers.iter().enumerate().find_map(|(i, signer)| {
-            let mut mac = signer.clone();
-            mac.update(&[version]);
-            mac.update(
-                &u32::try_from(self.name.len())
-                    .unwrap_or(u32::MAX)
-                    .to_be_bytes(),
-            );
-            mac.update(&self.name);
-            mac.update(payload);
             // verify_slice compares in constant time.
-            mac.verify_slice(tag).ok().map(|()| {
-                if i == 0 {
-                    KeyUsed::Current
-                } else {
-                    KeyUsed::Fallback
-                }
-            })
+            self.mac(signer, version, payload)
+                .verify_slice(tag)
+                .ok()
+                .map(|()| {
+                    if i == 0 {
+                        KeyUsed::Current
+                    } else {
+                        KeyUsed::Fallback
+                    }
+                })
         })
     }
 
