@@ -19,6 +19,8 @@ pub const DEFAULT_PATH: &str = "/";
 /// How long the server keeps a browser-session (no timeout) record after its
 /// last use, unless configured otherwise: one day, the original's `dormant_for`.
 pub const DEFAULT_BROWSER_SESSION_TTL: Duration = Duration::from_secs(86_400);
+/// How many locks the writes of this process's requests are spread over.
+const WRITE_LOCK_STRIPES: usize = 1024;
 /// Browsers cap cookie lifetimes at 400 days (RFC 6265bis); so do we.
 pub const MAX_COOKIE_AGE: Duration = Duration::from_secs(400 * 86_400);
 
@@ -141,6 +143,8 @@ pub(crate) struct ConfigInner {
     pub(crate) browser_session_ttl: Duration,
     pub(crate) store: Arc<dyn SessionStore>,
     pub(crate) client_side: bool,
+    /// Writes to one session from this process take turns (see `engine::persist`).
+    pub(crate) write_locks: Box<[tokio::sync::Mutex<()>]>,
     pub(crate) clock: Arc<dyn Clock>,
 }
 
@@ -460,6 +464,9 @@ impl ConfigBuilder {
                 absolute_timeout: self.absolute_timeout,
                 browser_session_ttl: self.browser_session_ttl,
                 client_side: store.client_side(),
+                write_locks: (0..WRITE_LOCK_STRIPES)
+                    .map(|_| tokio::sync::Mutex::new(()))
+                    .collect(),
                 store,
                 clock: self.clock,
             }),

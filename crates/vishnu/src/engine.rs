@@ -15,7 +15,7 @@ use crate::codec::{CodecError, KeyUsed};
 use crate::config::{Clock, Config, ConfigInner, Timeout};
 use crate::cookie;
 use crate::error::SessionError;
-use crate::id::{SessionId, ID_LEN};
+use crate::id::{SessionId, StoreKey, ID_LEN};
 use crate::record::{Millis, Record};
 use crate::session::{CookieHeaders, Live, Pending, Session, State};
 use crate::store::{Cleanup, SaveOutcome, StoreError};
@@ -334,6 +334,14 @@ pub(crate) async fn persist(
     ensure_loaded(session).await?;
     let config = &*session.inner.config.inner;
     let store = &config.store;
+    // Requests of this process that write the same session take turns: under
+    // sustained contention, optimistic retries alone can starve a request.
+    // Compare-and-set still guards against other processes.
+    let existing = session.state().live.as_ref().map(|l| l.id.store_key());
+    let _turn = match (&existing, config.client_side) {
+        (Some(key), false) => Some(write_lock(config, key).lock().await),
+        _ => None,
+    };
     let mut started = std::time::Instant::now();
     for attempt in 0..MAX_ATTEMPTS {
         if attempt > 0 {
@@ -454,6 +462,14 @@ pub(crate) async fn persist(
         "session save gave up after repeated conflicts"
     );
     Err(SessionError::TooManyConflicts)
+}
+
+fn write_lock<'a>(config: &'a ConfigInner, key: &StoreKey) -> &'a tokio::sync::Mutex<()> {
+    // Store keys are hex digests: their first characters are uniformly spread.
+    let index = key.as_str().bytes().take(6).fold(0usize, |acc, b| {
+        acc.wrapping_mul(16).wrapping_add(usize::from(b))
+    });
+    &config.write_locks[index % config.write_locks.len()]
 }
 
 fn commit(session: &Session, id: SessionId, record: Record, cookie_dirty: bool) {
