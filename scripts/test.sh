@@ -101,6 +101,9 @@ demo_check "$VISHNU_POSTGRES_URL" "$venv/bin/python" -m vishnu.demo
 demo_check "$VISHNU_REDIS_URL" "$venv/bin/python" -m vishnu.demo
 demo_check "$VISHNU_MEMCACHED_URL" "$venv/bin/python" -m vishnu.demo
 
+step "fuzzing: a 30-second smoke run of each target (when a nightly toolchain is available)"
+VISHNU_FUZZ_OPTIONAL=1 CARGO_BUILD_JOBS=2 scripts/fuzz.sh all 30
+
 step "end to end: a real browser, store faults, load"
 export VISHNU_DEMO_BIN="$root/target/debug/examples/demo" VISHNU_LOAD_BIN="$root/target/debug/examples/load"
 bash scripts/e2e/install-browser.sh
