@@ -46,6 +46,9 @@ import tempfile
 import time
 import urllib.parse
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from checks import Checks, free_port  # noqa: E402
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 DEADLINE = 2.5  # seconds: the store timeout (2 s) plus slack
 # One memcached node down: sessions land on either node with probability 1/2 (rendezvous
@@ -56,25 +59,7 @@ FRESH = 40
 STORE_ERROR = re.compile(r"session store (unavailable|timed out)")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
-passes = 0
-failures = 0
-
-
-def check(name, ok, detail=""):
-    global passes, failures
-    if ok:
-        passes += 1
-        print("ok    " + name, flush=True)
-    else:
-        failures += 1
-        print("FAIL  " + name + (f"  ({detail})" if detail != "" else ""), flush=True)
-    return ok
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+check = Checks()
 
 
 class Client:
@@ -467,8 +452,7 @@ def main():
         except Exception as e:  # a scenario that cannot go on is one failure, the others still run
             check(f"{store}: the scenario ran to the end", False, f"{type(e).__name__}: {e}")
     run.cleanup()
-    print(f"e2e-faults: {passes} passed, {failures} failed")
-    return 1 if failures else 0
+    return check.summary("e2e-faults")
 
 
 DEMO_BIN = None

@@ -41,6 +41,9 @@ import tempfile
 import time
 import urllib.request
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from checks import Checks, free_port  # noqa: E402
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 STORES = {
     # name: (the env var with its URL, the scripts/services script that starts its server)
@@ -51,25 +54,7 @@ STORES = {
     "mysql": ("VISHNU_MYSQL_URL", "mariadb"),
 }
 
-passes = 0
-failures = 0
-
-
-def check(name, ok, detail=""):
-    global passes, failures
-    if ok:
-        passes += 1
-        print("ok    " + name, flush=True)
-    else:
-        failures += 1
-        print("FAIL  " + name + (f"  ({detail})" if detail != "" else ""), flush=True)
-    return ok
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+check = Checks()
 
 
 class Run:
@@ -296,8 +281,7 @@ def main():
               "VISHNU_DEMO_BIN says otherwise; information only)")
         for store, r in summary:
             print(f"{store:<14} {r['requests']:>9} {r['rps']:>8.0f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f}")
-    print(f"e2e-load: {passes} passed, {failures} failed")
-    return 1 if failures else 0
+    return check.summary("e2e-load")
 
 
 DEMO_BIN = None
