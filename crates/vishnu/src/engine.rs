@@ -214,7 +214,7 @@ fn decode(session: &Session, state: &mut State) {
                 Some((id, record)) => {
                     state.incoming = Some((id, used));
                     if !is_expired(config, &record, config.clock.now_millis()) {
-                        state.live = Some(Live { id, record });
+                        state.live = Some(Live::new(id, id.store_key(), record));
                     }
                     state.loaded = true;
                     return;
@@ -317,7 +317,7 @@ pub(crate) async fn ensure_loaded(session: &Session) -> Result<(), SessionError>
     }
     state.loaded = true;
     match record {
-        Some(record) => state.live = Some(Live { id, record }),
+        Some(record) => state.live = Some(Live::new(id, key, record)),
         None => tracing::debug!(%key, "session id unknown to the store: a new id will be issued"),
     }
     Ok(())
@@ -337,7 +337,7 @@ pub(crate) async fn persist(
     // Requests of this process that write the same session take turns: under
     // sustained contention, optimistic retries alone can starve a request.
     // Compare-and-set still guards against other processes.
-    let existing = session.state().live.as_ref().map(|l| l.id.store_key());
+    let existing = session.state().live.as_ref().map(|l| l.key.clone());
     let _turn = match (&existing, config.client_side) {
         (Some(key), false) => Some(write_lock(config, key).lock().await),
         _ => None,
@@ -357,15 +357,15 @@ pub(crate) async fn persist(
             let live = state
                 .live
                 .as_ref()
-                .map(|l| (l.id, l.record.version, l.record.clone()));
+                .map(|l| (l.id, l.key.clone(), l.record.version, l.record.clone()));
             (live, state.pending.clone(), timeout)
         };
         let (live, mut record) = match live {
-            Some((id, version, mut r)) => {
+            Some((id, key, version, mut r)) => {
                 r.version = version.wrapping_add(1);
                 r.last_access = now;
                 r.expires_at = expires_at(config, r.created_at, now, timeout);
-                (Some((id, version)), r)
+                (Some((id, key, version)), r)
             }
             None => (
                 None,
@@ -390,67 +390,58 @@ pub(crate) async fn persist(
             // The record travels in the cookie: check now that it fits, so
             // the handler gets the error at save time.
             let id = match (&live, cycle) {
-                (Some((id, _)), false) => *id,
+                (Some((id, _, _)), false) => *id,
                 _ => SessionId::generate().map_err(|_| SessionError::Random)?,
             };
-            let candidate = Live { id, record };
+            let candidate = Live::new(id, id.store_key(), record);
             encode_cookie(config, &candidate)?;
-            commit(session, candidate.id, candidate.record, true);
+            commit(session, candidate, true);
             return Ok(new_value);
         }
 
-        let Some((live_id, live_version)) = live else {
+        let Some((live_id, key, live_version)) = live else {
             // A new session: always a fresh id (a cookie's unknown id is never adopted).
             let id = SessionId::generate().map_err(|_| SessionError::Random)?;
-            if store.create(&id.store_key(), &record).await? {
-                commit(session, id, record, true);
+            let key = id.store_key();
+            if store.create(&key, &record).await? {
+                commit(session, Live::new(id, key, record), true);
                 return Ok(new_value);
             }
             tracing::warn!("session id collision on create: drawing another id");
             continue;
         };
 
-        let key = live_id.store_key();
         if cycle {
             // Refuse to carry over a session that another request changed or ended meanwhile.
             match store.load(&key).await? {
                 Some(fresh) if fresh.version == live_version => {}
                 Some(fresh) if !is_expired(config, &fresh, now) => {
-                    session.state().live = Some(Live {
-                        id: live_id,
-                        record: fresh,
-                    });
+                    session.state().live = Some(Live::new(live_id, key, fresh));
                     continue;
                 }
                 _ => return Err(gone(session)),
             }
             let id = SessionId::generate().map_err(|_| SessionError::Random)?;
+            let new_key = id.store_key();
             record.version = 1;
-            if !store.create(&id.store_key(), &record).await? {
+            if !store.create(&new_key, &record).await? {
                 continue;
             }
             store.delete(&key).await?;
             tracing::debug!(old = %key, "session id cycled");
-            commit(session, id, record, true);
+            commit(session, Live::new(id, new_key, record), true);
             return Ok(new_value);
         }
 
         match store.save(&key, &record, live_version).await? {
             SaveOutcome::Saved => {
-                commit(
-                    session,
-                    live_id,
-                    record,
-                    persistent || pending.timeout.is_some(),
-                );
+                let dirty = persistent || pending.timeout.is_some();
+                commit(session, Live::new(live_id, key, record), dirty);
                 return Ok(new_value);
             }
             SaveOutcome::Conflict => match store.load(&key).await? {
                 Some(fresh) if !is_expired(config, &fresh, now) => {
-                    session.state().live = Some(Live {
-                        id: live_id,
-                        record: fresh,
-                    });
+                    session.state().live = Some(Live::new(live_id, key, fresh));
                 }
                 _ => return Err(gone(session)),
             },
@@ -472,9 +463,9 @@ fn write_lock<'a>(config: &'a ConfigInner, key: &StoreKey) -> &'a tokio::sync::M
     &config.write_locks[index % config.write_locks.len()]
 }
 
-fn commit(session: &Session, id: SessionId, record: Record, cookie_dirty: bool) {
+fn commit(session: &Session, live: Live, cookie_dirty: bool) {
     let mut state = session.state();
-    state.live = Some(Live { id, record });
+    state.live = Some(live);
     state.pending = Pending::default();
     state.cookie_dirty |= cookie_dirty;
 }
@@ -518,7 +509,7 @@ pub(crate) async fn terminate(session: &Session) -> Result<(), SessionError> {
         }
         if let Some(live) = &state.live {
             if state.incoming.map(|(id, _)| id) != Some(live.id) {
-                keys.push(live.id.store_key());
+                keys.push(live.key.clone());
             }
         }
         keys
@@ -552,7 +543,7 @@ async fn refresh(session: &Session) {
         }
         let new_expiry = expires_at(config, live.record.created_at, now, timeout);
         (
-            live.id.store_key(),
+            live.key.clone(),
             new_expiry,
             matches!(timeout, Timeout::Seconds(_)),
         )

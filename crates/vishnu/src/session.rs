@@ -22,7 +22,7 @@ use crate::codec::KeyUsed;
 use crate::config::{Config, Timeout};
 use crate::engine;
 use crate::error::SessionError;
-use crate::id::SessionId;
+use crate::id::{SessionId, StoreKey};
 use crate::record::Record;
 
 /// The session of the current request.
@@ -79,7 +79,15 @@ impl CookieHeaders {
 #[derive(Clone)]
 pub(crate) struct Live {
     pub(crate) id: SessionId,
+    /// `id.store_key()`, computed once (it is a SHA-256).
+    pub(crate) key: StoreKey,
     pub(crate) record: Record,
+}
+
+impl Live {
+    pub(crate) fn new(id: SessionId, key: StoreKey, record: Record) -> Self {
+        Self { id, key, record }
+    }
 }
 
 /// Changes made by this request and not yet saved.
