@@ -79,7 +79,9 @@ use tokio::net::TcpStream;
 use crate::config::{Clock, SystemClock};
 use crate::id::StoreKey;
 use crate::record::{Millis, Record, MAX_RECORD_BYTES};
-use crate::store::{Cleanup, SaveOutcome, SessionStore, StoreError};
+use crate::store::{
+    encode_record as encode, redact_url as redact, Cleanup, SaveOutcome, SessionStore, StoreError,
+};
 
 /// The key prefix used unless [`MemcachedStore::with_prefix`] sets another.
 pub const DEFAULT_PREFIX: &str = "vishnu:";
@@ -427,30 +429,8 @@ fn exptime(expires_at: Millis, now: Millis) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-fn encode(record: &Record) -> Result<Vec<u8>, StoreError> {
-    let json = record.to_json();
-    if json.len() > MAX_RECORD_BYTES {
-        return Err(StoreError::TooLarge(format!(
-            "{} bytes exceed the {MAX_RECORD_BYTES}-byte limit",
-            json.len()
-        )));
-    }
-    Ok(json)
-}
-
 fn decode(mkey: &str, bytes: &[u8]) -> Result<Record, StoreError> {
     Record::from_json(bytes).map_err(|e| StoreError::Corrupt(format!("record at {mkey}: {e}")))
-}
-
-/// The URL with anything that could be credentials replaced by `***`
-/// (memcached URLs carry none, but a mistyped one might).
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!("{}***{}", &url[..scheme_end + 3], &url[at..])
-        }
-        _ => url.to_owned(),
-    }
 }
 
 /// Splits `memcache://host:port,host:port` into addresses.

@@ -51,6 +51,32 @@ pub enum StoreError {
     TooLarge(String),
 }
 
+/// A record as JSON, refused when it exceeds [`MAX_RECORD_BYTES`](crate::record::MAX_RECORD_BYTES)
+/// (what every store would refuse to read back).
+#[cfg(any(feature = "redis", feature = "memcached"))]
+pub(crate) fn encode_record(record: &Record) -> Result<Vec<u8>, StoreError> {
+    let json = record.to_json();
+    if json.len() > crate::record::MAX_RECORD_BYTES {
+        return Err(StoreError::TooLarge(format!(
+            "{} bytes exceed the {}-byte limit",
+            json.len(),
+            crate::record::MAX_RECORD_BYTES
+        )));
+    }
+    Ok(json)
+}
+
+/// A store URL safe to log: anything that could be credentials becomes `***`.
+#[cfg(any(feature = "redis", feature = "memcached"))]
+pub(crate) fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}***{}", &url[..scheme_end + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// The result of a compare-and-set [`SessionStore::save`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SaveOutcome {

@@ -64,8 +64,10 @@ use ::redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Script, Value};
 use async_trait::async_trait;
 
 use crate::id::StoreKey;
-use crate::record::{Millis, Record, MAX_RECORD_BYTES};
-use crate::store::{Cleanup, SaveOutcome, SessionStore, StoreError};
+use crate::record::{Millis, Record};
+use crate::store::{
+    encode_record as encode, redact_url as redact, Cleanup, SaveOutcome, SessionStore, StoreError,
+};
 
 /// The key prefix used unless [`RedisStore::with_prefix`] sets another.
 pub const DEFAULT_PREFIX: &str = "vishnu:";
@@ -433,17 +435,6 @@ fn connect_failure(e: &RedisError, what: &str, target: &str) -> StoreError {
     }
 }
 
-fn encode(record: &Record) -> Result<Vec<u8>, StoreError> {
-    let json = record.to_json();
-    if json.len() > MAX_RECORD_BYTES {
-        return Err(StoreError::TooLarge(format!(
-            "{} bytes exceed the {MAX_RECORD_BYTES}-byte limit",
-            json.len()
-        )));
-    }
-    Ok(json)
-}
-
 fn parse_millis(field: &str, bytes: &[u8]) -> Result<Millis, StoreError> {
     std::str::from_utf8(bytes)
         .ok()
@@ -474,16 +465,6 @@ fn cluster_nodes(spec: &str) -> Result<Vec<String>, &'static str> {
         })
         .collect::<Result<_, _>>()?;
     Ok(nodes)
-}
-
-/// The URL with any credentials replaced by `***`.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!("{}***{}", &url[..scheme_end + 3], &url[at..])
-        }
-        _ => url.to_owned(),
-    }
 }
 
 #[cfg(test)]
