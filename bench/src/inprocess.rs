@@ -157,6 +157,30 @@ fn actix(rounds: usize, iters: u64, with_session: bool) -> Vec<(&'static str, f6
         HttpResponse::Ok().body("0")
     }
 
+    // The same timing loop for both apps, whose service types differ.
+    macro_rules! time_scenarios {
+        ($app:ident, $cookie:ident, $out:ident) => {
+            for scenario in SCENARIOS {
+                let uri = format!("/{scenario}");
+                let mut samples = Vec::new();
+                for _ in 0..rounds {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        let req = test::TestRequest::get()
+                            .uri(&uri)
+                            .cookie($cookie.clone())
+                            .to_request();
+                        let res = test::call_service(&$app, req).await;
+                        assert!(res.status().is_success());
+                    }
+                    samples.push(start.elapsed().as_secs_f64() * 1e6 / iters as f64);
+                }
+                samples.sort_by(|a, b| a.total_cmp(b));
+                $out.push((scenario, samples[samples.len() / 2]));
+            }
+        };
+    }
+
     actix_web::rt::System::new().block_on(async move {
         let mut out = Vec::new();
         if with_session {
@@ -183,24 +207,7 @@ fn actix(rounds: usize, iters: u64, with_session: bool) -> Vec<(&'static str, f6
                 .next()
                 .expect("session cookie")
                 .into_owned();
-            for scenario in SCENARIOS {
-                let uri = format!("/{scenario}");
-                let mut samples = Vec::new();
-                for _ in 0..rounds {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        let req = test::TestRequest::get()
-                            .uri(&uri)
-                            .cookie(cookie.clone())
-                            .to_request();
-                        let res = test::call_service(&app, req).await;
-                        assert!(res.status().is_success());
-                    }
-                    samples.push(start.elapsed().as_secs_f64() * 1e6 / iters as f64);
-                }
-                samples.sort_by(|a, b| a.total_cmp(b));
-                out.push((scenario, samples[samples.len() / 2]));
-            }
+            time_scenarios!(app, cookie, out);
         } else {
             let app = test::init_service(
                 App::new()
@@ -210,24 +217,7 @@ fn actix(rounds: usize, iters: u64, with_session: bool) -> Vec<(&'static str, f6
             )
             .await;
             let cookie = actix_web::cookie::Cookie::new("id", "x".repeat(120));
-            for scenario in SCENARIOS {
-                let uri = format!("/{scenario}");
-                let mut samples = Vec::new();
-                for _ in 0..rounds {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        let req = test::TestRequest::get()
-                            .uri(&uri)
-                            .cookie(cookie.clone())
-                            .to_request();
-                        let res = test::call_service(&app, req).await;
-                        assert!(res.status().is_success());
-                    }
-                    samples.push(start.elapsed().as_secs_f64() * 1e6 / iters as f64);
-                }
-                samples.sort_by(|a, b| a.total_cmp(b));
-                out.push((scenario, samples[samples.len() / 2]));
-            }
+            time_scenarios!(app, cookie, out);
         }
         out
     })
@@ -286,7 +276,9 @@ pub fn profile(library: &str, scenario: &str, iters: u64) {
         other => panic!("unknown library {other}"),
     };
     let cookie = if library == "floor" {
-        HeaderValue::from_static("vishnu=AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQ")
+        HeaderValue::from_static(
+            "vishnu=AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQ",
+        )
     } else {
         first_cookie(&rt, &app)
     };
