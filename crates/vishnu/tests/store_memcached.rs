@@ -7,7 +7,7 @@
 //! ```
 //!
 //! Without `VISHNU_MEMCACHED_URL` the tests are skipped, except under CI
-//! (`CI=true`), where they fail. The outage test stops and restarts one server
+//! (`CI=true` or `CI=1`), where they fail. The outage test stops and restarts one server
 //! through the same script (it finds the servers via `VISHNU_SERVICES_DIR`).
 
 mod kv_support;

@@ -6,7 +6,7 @@
 //! scripts/services/redis.sh stop /tmp/kv-services
 //! ```
 //!
-//! Without `VISHNU_REDIS_URL` the tests are skipped, except under CI (`CI=true`),
+//! Without `VISHNU_REDIS_URL` the tests are skipped, except under CI (`CI=true` or `CI=1`),
 //! where they fail. The outage test stops and restarts the standalone server
 //! through the same script (it finds the servers via `VISHNU_SERVICES_DIR`).
 

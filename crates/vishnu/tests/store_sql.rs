@@ -9,12 +9,15 @@
 //! ```
 //!
 //! Each backend runs only with its cargo feature. Without `VISHNU_POSTGRES_URL` or
-//! `VISHNU_MYSQL_URL` that backend's tests are skipped, except under CI (`CI=true`), where
-//! they fail. Every test works in a table of its own, so tests run in parallel. The outage
+//! `VISHNU_MYSQL_URL` that backend's tests are skipped, except under CI (`CI=true` or
+//! `CI=1`), where they fail. Every test works in a table of its own, so tests run in parallel. The outage
 //! test starts a private PostgreSQL under `VISHNU_SERVICES_DIR` with the same script, so
 //! that stopping it cannot disturb the other tests.
 
 #![cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod server_env;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -60,19 +63,10 @@ impl Drop for TempDb {
 /// The URL in `var`, or `None` (skip) outside CI; under CI a missing URL fails the test.
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 fn url_or_skip(var: &str, script: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var("CI").as_deref() == Ok("true") => panic!(
-            "{var} is not set: under CI the SQL store tests must run against a real server \
-             (scripts/services/{script} start DIR, then source DIR/*.env)"
-        ),
-        _ => {
-            eprintln!(
-                "skipped: {var} is not set (scripts/services/{script} start DIR, then source the env file)"
-            );
-            None
-        }
-    }
+    server_env::required_env(
+        var,
+        &format!("scripts/services/{script} start DIR, then source DIR/*.env"),
+    )
 }
 
 fn table_for(test: &str) -> String {

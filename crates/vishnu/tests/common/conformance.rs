@@ -3,7 +3,7 @@
 //! A store's test file calls `conformance_suite!(module, make, native_ttl = bool)`
 //! where `make` is an `async fn() -> Option<Arc<dyn SessionStore>>` returning a
 //! store (tests use random ids, so a shared server is fine), or `None` when its
-//! server is not configured outside CI (under `CI=true` it must panic instead),
+//! server is not configured outside CI (under CI, `CI=true` or `CI=1`, it must panic instead),
 //! and `native_ttl` says whether the store expires records itself (Redis,
 //! memcached) instead of through `delete_expired`.
 

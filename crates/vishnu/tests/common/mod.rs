@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod conformance;
+#[path = "../server_env/mod.rs"]
+pub mod server_env;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -375,18 +377,9 @@ pub fn value(set_cookie: &str) -> &str {
 }
 
 /// A server URL from the environment (set by scripts/test.sh). Outside CI a
-/// missing server skips with a message; under `CI=true` it fails the test.
+/// missing server skips with a message; under CI it fails the test.
 pub fn server_url(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("{var} is not set: scripts/test.sh starts the servers the tests need")
-        }
-        _ => {
-            eprintln!("skipping: {var} is not set (run scripts/test.sh to start the servers)");
-            None
-        }
-    }
+    server_env::required_env(var, "scripts/test.sh starts the servers the tests need")
 }
 
 /// A table name unique to this test process, so runs never see each other's rows.

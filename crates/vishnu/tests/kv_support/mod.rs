@@ -3,6 +3,9 @@
 //! behaviours every key-value store must show, written once.
 #![allow(dead_code)]
 
+#[path = "../server_env/mod.rs"]
+mod server_env;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,22 +24,13 @@ pub const FAIL_WITHIN: Duration = Duration::from_millis(2500);
 pub static SERVERS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 /// The value of `var`, or `None` (after saying why the test is skipped) when it
-/// is unset outside CI. Under CI (`CI=true`) a missing server is a failure.
+/// is unset outside CI. Under CI (`CI=true` or `CI=1`) a missing server is a failure.
 pub fn env_or_skip(var: &str, script: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(value) if !value.is_empty() => Some(value),
-        _ => {
-            let how = format!(
-                "start the servers with `scripts/services/{script} start DIR` and `source DIR/{}.env`",
-                script.trim_end_matches(".sh")
-            );
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("{var} is not set under CI: {how}");
-            }
-            eprintln!("skipping: {var} is not set ({how})");
-            None
-        }
-    }
+    let how = format!(
+        "start the servers with `scripts/services/{script} start DIR` and `source DIR/{}.env`",
+        script.trim_end_matches(".sh")
+    );
+    server_env::required_env(var, &how)
 }
 
 /// One server stopped (`kill`) or frozen (`pause`) through its service script.
