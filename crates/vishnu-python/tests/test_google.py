@@ -13,7 +13,7 @@ import pytest
 from vishnu.backend import GoogleAppEngineMemcache, GoogleAppEngineNDB, GoogleCloudDatastore
 from vishnu.middleware import SessionMiddleware
 
-from conftest import Caller, config, free_port, routes
+from conftest import Caller, config, free_port, routes, skip_or_fail
 
 EMULATOR = "/usr/lib/google-cloud-sdk/platform/cloud-datastore-emulator/cloud_datastore_emulator"
 
@@ -22,9 +22,7 @@ def _require(module):
     try:
         __import__(module)
     except ImportError:
-        if os.environ.get("CI") == "true":
-            pytest.fail("%s is not installed: scripts/test.sh installs it" % module)
-        pytest.skip("%s not installed" % module)
+        skip_or_fail("%s is not installed" % module, "scripts/test.sh installs it into target/venv")
 
 
 @pytest.fixture
@@ -89,9 +87,9 @@ def test_gae_ndb_store_and_cleanup(testbed):
 def datastore_emulator():
     _require("google.cloud.datastore")
     if not os.path.exists(EMULATOR) or not shutil.which("java"):
-        if os.environ.get("CI") == "true":
-            pytest.fail("the Cloud Datastore emulator (google-cloud-cli-datastore-emulator) and java are required")
-        pytest.skip("no Cloud Datastore emulator")
+        skip_or_fail("no Cloud Datastore emulator at %s, or no java" % EMULATOR,
+                     "it comes from the Debian package google-cloud-cli-datastore-emulator of Google's own "
+                     "apt repository (not Debian's), and java from openjdk-17-jre-headless")
     port = free_port()
     proc = subprocess.Popen([EMULATOR, "start", "--host=127.0.0.1", "--port=%d" % port,
                              "--store_on_disk=false", "--consistency=1.0"],

@@ -14,7 +14,7 @@ from vishnu.backend import MySQL, Postgres, PyMemcache, Redis, RedisCluster, SQL
 from vishnu.middleware import SessionMiddleware
 from vishnu.util import delete_expired_sessions
 
-from conftest import Caller, config, free_port, require_env, routes, wait_http
+from conftest import Caller, config, free_port, require_env, routes, skip_or_fail, wait_http
 
 
 def redis_backend():
@@ -127,9 +127,7 @@ def test_store_io_releases_the_gil():
 def test_a_session_is_shared_with_the_rust_demo(subprocess_server):
     demo = os.environ.get("VISHNU_RUST_DEMO")
     if not demo:
-        if os.environ.get("CI") == "true":
-            pytest.fail("VISHNU_RUST_DEMO is not set: scripts/test.sh builds the Rust demo")
-        pytest.skip("VISHNU_RUST_DEMO not set")
+        skip_or_fail("VISHNU_RUST_DEMO is not set", "scripts/test.sh builds the Rust demo and sets it")
     import sys
     store = require_env("VISHNU_REDIS_URL")
     env = {"VISHNU_SECRET": "a shared secret for both demos, 32+ bytes"}
