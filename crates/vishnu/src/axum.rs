@@ -34,9 +34,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
 }
 
 /// A session error in a handler becomes a 500 that reveals nothing internal;
-/// the error itself is logged.
+/// the error itself is logged. [`SessionError::Superseded`] (a write with an
+/// id that a login just cycled away) becomes a 409, without any cookie.
 impl IntoResponse for SessionError {
     fn into_response(self) -> Response {
+        if matches!(self, SessionError::Superseded) {
+            tracing::debug!(error = %self, "session write refused");
+            return (StatusCode::CONFLICT, "Conflict: the session changed; retry").into_response();
+        }
         tracing::error!(error = %self, "session error");
         (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error").into_response()
     }

@@ -21,6 +21,10 @@ pub const DEFAULT_PATH: &str = "/";
 pub const DEFAULT_BROWSER_SESSION_TTL: Duration = Duration::from_secs(86_400);
 /// How many locks the writes of this process's requests are spread over.
 const WRITE_LOCK_STRIPES: usize = 1024;
+/// The default grace window of [`ConfigBuilder::cycle_grace`] and [`ConfigBuilder::renew_grace`].
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+/// Longest grace window accepted.
+const MAX_GRACE: Duration = Duration::from_secs(3600);
 /// Browsers cap cookie lifetimes at 400 days (RFC 6265bis); so do we.
 pub const MAX_COOKIE_AGE: Duration = Duration::from_secs(400 * 86_400);
 
@@ -111,6 +115,14 @@ pub enum ConfigError {
     /// The path does not start with `/` or contains forbidden characters.
     #[error("path: {0:?} must start with '/' and contain no ';' or control characters")]
     InvalidPath(String),
+    /// A grace window longer than an hour.
+    #[error("{option}: at most 3600 seconds, got {value:?}")]
+    GraceTooLong {
+        /// The option's name.
+        option: &'static str,
+        /// The value that was given.
+        value: Duration,
+    },
     /// A timeout that is zero or not a whole number of seconds.
     #[error("{option}: must be a whole number of seconds, at least 1, got {value:?}")]
     InvalidTimeout {
@@ -141,6 +153,9 @@ pub(crate) struct ConfigInner {
     pub(crate) timeout: Timeout,
     pub(crate) absolute_timeout: Option<Duration>,
     pub(crate) browser_session_ttl: Duration,
+    pub(crate) cycle_grace: Duration,
+    pub(crate) renew_every: Option<Duration>,
+    pub(crate) renew_grace: Duration,
     pub(crate) store: Arc<dyn SessionStore>,
     pub(crate) client_side: bool,
     /// Writes to one session from this process take turns (see `engine::persist`).
@@ -163,6 +178,9 @@ impl fmt::Debug for Config {
             .field("auto_save", &c.auto_save)
             .field("timeout", &c.timeout)
             .field("absolute_timeout", &c.absolute_timeout)
+            .field("cycle_grace", &c.cycle_grace)
+            .field("renew_every", &c.renew_every)
+            .field("renew_grace", &c.renew_grace)
             .finish_non_exhaustive()
     }
 }
@@ -209,6 +227,18 @@ impl Config {
     pub fn absolute_timeout(&self) -> Option<Duration> {
         self.inner.absolute_timeout
     }
+    /// How long a cycled-away id is answered with no cookie (and `Superseded` on writes).
+    pub fn cycle_grace(&self) -> Duration {
+        self.inner.cycle_grace
+    }
+    /// How often a used session gets a new id, if at all.
+    pub fn renew_every(&self) -> Option<Duration> {
+        self.inner.renew_every
+    }
+    /// How long a renewed-away id is still served the session (and given the new id).
+    pub fn renew_grace(&self) -> Duration {
+        self.inner.renew_grace
+    }
     /// Whether cookie values are encrypted.
     pub fn encrypted(&self) -> bool {
         self.inner.codec.is_sealed()
@@ -236,6 +266,9 @@ pub struct ConfigBuilder {
     timeout: Option<Duration>,
     absolute_timeout: Option<Duration>,
     browser_session_ttl: Duration,
+    cycle_grace: Duration,
+    renew_every: Option<Duration>,
+    renew_grace: Duration,
     store: Option<Arc<dyn SessionStore>>,
     clock: Arc<dyn Clock>,
 }
@@ -257,6 +290,9 @@ impl Default for ConfigBuilder {
             timeout: None,
             absolute_timeout: None,
             browser_session_ttl: DEFAULT_BROWSER_SESSION_TTL,
+            cycle_grace: DEFAULT_GRACE,
+            renew_every: None,
+            renew_grace: DEFAULT_GRACE,
             store: None,
             clock: Arc::new(SystemClock),
         }
@@ -343,6 +379,31 @@ impl ConfigBuilder {
     /// How long the server keeps a browser-session record after its last use (default one day).
     pub fn browser_session_ttl(mut self, ttl: Duration) -> Self {
         self.browser_session_ttl = ttl;
+        self
+    }
+    /// After [`Session::cycle_id`](crate::Session::cycle_id), how long a
+    /// request that still carries the old id gets no `Set-Cookie` of ours at
+    /// all (neither a removal nor a new id) and has its writes refused with
+    /// [`SessionError::Superseded`](crate::SessionError::Superseded), instead
+    /// of being treated as a visitor without a session. Requests that were in
+    /// flight during a login then cannot log the user out again. The old id
+    /// never reads or writes the session, grace or not. Default 10 s; at most an hour.
+    pub fn cycle_grace(mut self, grace: Duration) -> Self {
+        self.cycle_grace = grace;
+        self
+    }
+    /// Gives a session that is used a new id at most once per `every` (whole
+    /// seconds), keeping its data and its user, so that a stolen id stops
+    /// working soon. Off by default.
+    pub fn renew_every(mut self, every: Duration) -> Self {
+        self.renew_every = Some(every);
+        self
+    }
+    /// After a renewal, how long a request with the old id is still served
+    /// the same session and sent the new id (the same one every time, so that
+    /// tabs converge). Past it the old id is dead. Default 10 s; at most an hour.
+    pub fn renew_grace(mut self, grace: Duration) -> Self {
+        self.renew_grace = grace;
         self
     }
     /// The store that holds session records (required).
@@ -436,6 +497,17 @@ impl ConfigBuilder {
             whole_seconds("absolute_timeout", d)?;
         }
         whole_seconds("browser_session_ttl", self.browser_session_ttl)?;
+        if let Some(d) = self.renew_every {
+            whole_seconds("renew_every", d)?;
+        }
+        for (option, value) in [
+            ("cycle_grace", self.cycle_grace),
+            ("renew_grace", self.renew_grace),
+        ] {
+            if value > MAX_GRACE {
+                return Err(ConfigError::GraceTooLong { option, value });
+            }
+        }
         let store = self.store.ok_or(ConfigError::MissingStore)?;
 
         let mut secrets: Vec<&[u8]> = vec![&secret];
@@ -463,6 +535,9 @@ impl ConfigBuilder {
                 timeout,
                 absolute_timeout: self.absolute_timeout,
                 browser_session_ttl: self.browser_session_ttl,
+                cycle_grace: self.cycle_grace,
+                renew_every: self.renew_every,
+                renew_grace: self.renew_grace,
                 client_side: store.client_side(),
                 write_locks: (0..WRITE_LOCK_STRIPES)
                     .map(|_| tokio::sync::Mutex::new(()))

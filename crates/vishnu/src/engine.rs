@@ -12,13 +12,16 @@ use http::HeaderValue;
 use serde_json::{Map, Value};
 
 use crate::codec::{CodecError, KeyUsed};
+pub(crate) use crate::config::ConfigInner as Runtime;
 use crate::config::{Clock, Config, ConfigInner, Timeout};
 use crate::cookie;
 use crate::error::SessionError;
+use crate::forward;
 use crate::id::{SessionId, StoreKey, ID_LEN};
-use crate::record::{Millis, Record};
+use crate::record::{Millis, MoveReason, Moved, Record};
 use crate::session::{CookieHeaders, Live, Pending, Session, State};
-use crate::store::{Cleanup, SaveOutcome, StoreError};
+use crate::store::{Cleanup, SaveOutcome, SessionStore, StoreError};
+use crate::users::{self, SessionInfo};
 
 /// How many times a save retries after version conflicts before giving up.
 pub const MAX_ATTEMPTS: u32 = 64;
@@ -27,6 +30,47 @@ pub const MAX_ATTEMPTS: u32 = 64;
 /// the timeout: with a 30-minute timeout, a user who only reads causes at most
 /// one store write every 3 minutes, and still never expires while active.
 const REFRESH_DIVISOR: u64 = 10;
+
+/// How long a forward or tombstone stays in the store after its grace window
+/// ends: long enough for a request that loaded the session before its id
+/// changed (and is still within its store timeouts) to follow it.
+const MOVED_KEEP: Millis = 60_000;
+
+/// How many renewal forwards a lookup follows before calling the id unknown.
+const MAX_HOPS: usize = 4;
+
+/// What a save does besides writing the request's changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Write {
+    /// Keep the id.
+    Save,
+    /// A new id; the old one grants nothing any more (privilege change).
+    Cycle,
+    /// A new id; the old one is served the same session for the renewal grace.
+    Renew,
+}
+
+impl Runtime {
+    /// The current time from the configured clock.
+    pub(crate) fn now(&self) -> Millis {
+        self.clock.now_millis()
+    }
+
+    /// The server-side store, or [`SessionError::Unsupported`] with the cookie store.
+    pub(crate) fn server_store(&self) -> Result<&dyn SessionStore, SessionError> {
+        if self.client_side {
+            return Err(SessionError::Unsupported(
+                "the cookie store keeps no server state: a user's sessions cannot be listed or revoked",
+            ));
+        }
+        Ok(&*self.store)
+    }
+
+    /// Whether a record is past its idle or absolute timeout.
+    pub(crate) fn is_expired(&self, record: &Record, now: Millis) -> bool {
+        is_expired(self, record, now)
+    }
+}
 
 /// The framework-free core. Fronts call [`begin`](Engine::begin) when a
 /// request arrives and [`finish`](Engine::finish) when its response is ready.
@@ -75,22 +119,33 @@ impl Engine {
         }
         let config = &*self.config.inner;
         let server_error = status >= 500;
+        let renew = !server_error && renewal_due(session);
+        let mut renewed = false;
         let has_pending = !session.state().pending.is_empty();
         if has_pending {
             if server_error {
                 tracing::debug!(status, "server error: unsaved session changes discarded");
+                session.state().pending = Pending::default();
             } else if config.auto_save {
-                match persist(session, None, false).await {
-                    Ok(_) | Err(SessionError::Terminated) => {}
+                let write = if renew { Write::Renew } else { Write::Save };
+                match persist(session, None, write).await {
+                    Ok(_) | Err(SessionError::Terminated) => renewed = renew,
                     Err(e) => return Err(e),
                 }
             } else {
                 tracing::debug!(
                     "unsaved session changes discarded: call save() or enable auto_save"
                 );
+                session.state().pending = Pending::default();
             }
         }
-        if !server_error {
+        if renew && !renewed {
+            match persist(session, None, Write::Renew).await {
+                Ok(_) | Err(SessionError::Terminated | SessionError::Superseded) => {}
+                // Renewal is worth retrying on the next request, not failing this one.
+                Err(e) => tracing::warn!(error = %e, "could not renew the session id"),
+            }
+        } else if !server_error {
             refresh(session).await;
         }
         self.set_cookie(session)
@@ -110,6 +165,11 @@ impl Engine {
         let config = &*self.config.inner;
         let now = config.clock.now_millis();
         let state = session.state();
+        if state.superseded {
+            // The id was cycled away: neither a removal nor a new id, so that
+            // a request that raced a login cannot log the browser out again.
+            return Ok(None);
+        }
         match &state.live {
             Some(live) => {
                 let reissue = match state.incoming {
@@ -135,6 +195,49 @@ impl Engine {
             }
             None => Ok(None),
         }
+    }
+
+    /// `user`'s live sessions, most recently used first. Costs one store
+    /// read for the user's index and one per listed session; expired and
+    /// ended sessions drop out (and are pruned from the index) without any
+    /// cleanup job. No entry is marked `current`: use [`Session::sessions`]
+    /// for that.
+    ///
+    /// # Errors
+    /// A store error, or [`SessionError::Unsupported`] with the cookie store.
+    pub async fn sessions_of(&self, user: &str) -> Result<Vec<SessionInfo>, SessionError> {
+        users::sessions_of(&self.config.inner, user, None).await
+    }
+
+    /// Ends `user`'s session with this handle. Returns `false` when the user
+    /// has no session with that handle (a handle of another user's session
+    /// is refused the same way).
+    ///
+    /// # Errors
+    /// A store error, or [`SessionError::Unsupported`] with the cookie store.
+    pub async fn revoke(&self, user: &str, handle: &str) -> Result<bool, SessionError> {
+        Ok(users::revoke_where(&self.config.inner, user, |h| h == handle).await? > 0)
+    }
+
+    /// Ends every session of `user` ("log out everywhere"); returns how many.
+    /// Every session that existed when it began is gone when it returns, also
+    /// one whose id changes meanwhile. Costs 2 + n store round trips for n
+    /// listed keys.
+    ///
+    /// # Errors
+    /// A store error, or [`SessionError::Unsupported`] with the cookie store.
+    pub async fn revoke_all(&self, user: &str) -> Result<usize, SessionError> {
+        users::revoke_where(&self.config.inner, user, |_| true).await
+    }
+
+    /// Ends every session of `session`'s user except `session` itself ("log
+    /// out my other devices"); returns how many. A session bound to no user
+    /// has no others.
+    ///
+    /// # Errors
+    /// A store error, or [`SessionError::Unsupported`] with the cookie store.
+    pub async fn revoke_others(&self, session: &Session) -> Result<usize, SessionError> {
+        session.revoke_others().await
     }
 
     /// Removes expired records, and records not used for `dormant_for`, at most
@@ -279,6 +382,55 @@ fn invalid_cookie(error: CodecError) {
     }
 }
 
+/// What a session id names in the store right now.
+// Made once per request and moved out at once: boxing `Live` would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Found {
+    /// A live session (perhaps reached through a renewal forward).
+    Live(Live),
+    /// The id was cycled away within the cycle grace window.
+    Superseded,
+    /// Nothing (unknown, expired, ended, or past its grace window).
+    Absent,
+}
+
+/// Loads what `id` names, following renewal forwards inside their grace window.
+async fn lookup(config: &ConfigInner, id: SessionId, key: StoreKey) -> Result<Found, SessionError> {
+    let (mut id, mut key) = (id, key);
+    for _ in 0..MAX_HOPS {
+        let Some(record) = config.store.load(&key).await? else {
+            return Ok(Found::Absent);
+        };
+        let now = config.clock.now_millis();
+        let Some(moved) = &record.moved else {
+            if is_expired(config, &record, now) {
+                // Expiry is enforced here, whatever the cookie or the store's TTL says.
+                tracing::debug!(%key, "session expired");
+                if let Err(e) = config.store.delete(&key).await {
+                    tracing::warn!(%key, error = %e, "could not delete an expired session");
+                }
+                return Ok(Found::Absent);
+            }
+            return Ok(Found::Live(Live::new(id, key, record)));
+        };
+        if now >= moved.until {
+            return Ok(Found::Absent);
+        }
+        match moved.reason {
+            MoveReason::Ended => return Ok(Found::Absent),
+            MoveReason::Cycle => return Ok(Found::Superseded),
+            MoveReason::Renew => match moved.to.as_deref().and_then(|t| forward::open(&id, t)) {
+                Some(next) => {
+                    id = next;
+                    key = next.store_key();
+                }
+                None => return Ok(Found::Absent),
+            },
+        }
+    }
+    Ok(Found::Absent)
+}
+
 /// Loads the stored record the cookie points to, once per request.
 pub(crate) async fn ensure_loaded(session: &Session) -> Result<(), SessionError> {
     let (id, key) = {
@@ -300,38 +452,107 @@ pub(crate) async fn ensure_loaded(session: &Session) -> Result<(), SessionError>
         }
     };
     let config = &session.inner.config.inner;
-    let mut record = config.store.load(&key).await?;
-    if let Some(r) = &record {
-        if is_expired(config, r, config.clock.now_millis()) {
-            // Expiry is enforced here, whatever the cookie or the store's TTL says.
-            tracing::debug!(%key, "session expired");
-            if let Err(e) = config.store.delete(&key).await {
-                tracing::warn!(%key, error = %e, "could not delete an expired session");
-            }
-            record = None;
-        }
-    }
+    let found = lookup(config, id, key).await?;
     let mut state = session.state();
     if state.loaded {
         return Ok(());
     }
     state.loaded = true;
-    match record {
-        Some(record) => state.live = Some(Live::new(id, key, record)),
-        None => tracing::debug!(%key, "session id unknown to the store: a new id will be issued"),
+    match found {
+        Found::Live(live) => state.live = Some(live),
+        Found::Superseded => {
+            tracing::debug!(
+                "a cycled-away session id within its grace window: no session, no cookie"
+            );
+            state.superseded = true;
+        }
+        Found::Absent => {
+            tracing::debug!("session id unknown to the store: a new id will be issued");
+        }
     }
     Ok(())
 }
 
-/// The save point shared by `save`, `update`, `cycle_id` and auto-save: applies
-/// this request's changes (and the update closure) to the stored record with
-/// compare-and-set, reloading and re-applying on conflict.
+/// Whether the session's id is due for renewal.
+fn renewal_due(session: &Session) -> bool {
+    let config = &*session.inner.config.inner;
+    let Some(every) = config.renew_every else {
+        return false;
+    };
+    let state = session.state();
+    match &state.live {
+        Some(live) if !config.client_side && !state.superseded && !state.terminated => {
+            config
+                .clock
+                .now_millis()
+                .saturating_sub(live.record.id_issued_at())
+                >= millis(every)
+        }
+        _ => false,
+    }
+}
+
+/// After a lost compare-and-set on `key`: what it holds now. A live record
+/// replaces this request's copy; a renewal forward is followed (the changes
+/// go to the session under its new id); a cycle forward means superseded.
+async fn reload(
+    session: &Session,
+    live_id: SessionId,
+    key: &StoreKey,
+    now: Millis,
+) -> Result<(), SessionError> {
+    let config = &*session.inner.config.inner;
+    match config.store.load(key).await? {
+        Some(fresh) if fresh.moved.is_none() && !is_expired(config, &fresh, now) => {
+            session.state().live = Some(Live::new(live_id, key.clone(), fresh));
+            Ok(())
+        }
+        Some(fresh) => match fresh.moved {
+            Some(Moved {
+                reason: MoveReason::Renew,
+                to: Some(to),
+                ..
+            }) => {
+                let Some(next) = forward::open(&live_id, &to) else {
+                    return Err(gone(session));
+                };
+                match lookup(config, next, next.store_key()).await? {
+                    Found::Live(live) => {
+                        session.state().live = Some(live);
+                        Ok(())
+                    }
+                    Found::Superseded => Err(superseded(session)),
+                    Found::Absent => Err(gone(session)),
+                }
+            }
+            Some(Moved {
+                reason: MoveReason::Cycle,
+                ..
+            }) => Err(superseded(session)),
+            _ => Err(gone(session)),
+        },
+        None => Err(gone(session)),
+    }
+}
+
+/// The save point shared by `save`, `update`, `cycle_id`, renewal and
+/// auto-save: applies this request's changes (and the update closure) to the
+/// stored record with compare-and-set, reloading and re-applying on conflict.
+///
+/// An id change (`Write::Cycle`, `Write::Renew`) is atomic in every store,
+/// with single-key operations only: it creates the record under the new key
+/// (which nobody knows yet), then replaces the old record by compare-and-set
+/// with a forward. A concurrent save, terminate or id change makes that
+/// compare-and-set fail, and the new key is deleted again.
 pub(crate) async fn persist(
     session: &Session,
     mut update: Option<UpdateFn<'_>>,
-    cycle: bool,
+    write: Write,
 ) -> Result<Option<Value>, SessionError> {
     ensure_loaded(session).await?;
+    if session.state().superseded {
+        return Err(SessionError::Superseded);
+    }
     let config = &*session.inner.config.inner;
     let store = &config.store;
     // Requests of this process that write the same session take turns: under
@@ -376,6 +597,18 @@ pub(crate) async fn persist(
         if let Some(t) = pending.timeout {
             record.timeout = Some(t);
         }
+        if let Some(label) = &pending.label {
+            record.label = Some(label.clone());
+        }
+        // Binding to a user (or to another one) gives the session a fresh handle.
+        let bind = match &pending.user {
+            Some(user) if record.user.as_ref() != Some(user) || record.handle.is_none() => {
+                record.user = Some(user.clone());
+                record.handle = Some(users::new_handle()?);
+                true
+            }
+            _ => false,
+        };
         let new_value = match update.as_mut() {
             Some((key, f)) => {
                 let v = f(record.data.get(*key).cloned())?;
@@ -389,8 +622,8 @@ pub(crate) async fn persist(
         if config.client_side {
             // The record travels in the cookie: check now that it fits, so
             // the handler gets the error at save time.
-            let id = match (&live, cycle) {
-                (Some((id, _, _)), false) => *id,
+            let id = match (&live, write) {
+                (Some((id, _, _)), Write::Save) => *id,
                 _ => SessionId::generate().map_err(|_| SessionError::Random)?,
             };
             let candidate = Live::new(id, id.store_key(), record);
@@ -403,6 +636,9 @@ pub(crate) async fn persist(
             // A new session: always a fresh id (a cookie's unknown id is never adopted).
             let id = SessionId::generate().map_err(|_| SessionError::Random)?;
             let key = id.store_key();
+            if bind && !list(config, &record, &key, false).await? {
+                continue;
+            }
             if store.create(&key, &record).await? {
                 commit(session, Live::new(id, key, record), true);
                 return Ok(new_value);
@@ -411,41 +647,94 @@ pub(crate) async fn persist(
             continue;
         };
 
-        if cycle {
-            // Refuse to carry over a session that another request changed or ended meanwhile.
-            match store.load(&key).await? {
-                Some(fresh) if fresh.version == live_version => {}
-                Some(fresh) if !is_expired(config, &fresh, now) => {
-                    session.state().live = Some(Live::new(live_id, key, fresh));
-                    continue;
+        if write == Write::Save {
+            if bind && !list(config, &record, &key, false).await? {
+                return Err(gone(session));
+            }
+            match store.save(&key, &record, live_version).await? {
+                SaveOutcome::Saved => {
+                    let dirty = persistent || pending.timeout.is_some();
+                    commit(session, Live::new(live_id, key, record), dirty);
+                    return Ok(new_value);
                 }
-                _ => return Err(gone(session)),
+                SaveOutcome::Conflict => reload(session, live_id, &key, now).await?,
+                SaveOutcome::Missing => return Err(gone(session)),
             }
-            let id = SessionId::generate().map_err(|_| SessionError::Random)?;
-            let new_key = id.store_key();
-            record.version = 1;
-            if !store.create(&new_key, &record).await? {
-                continue;
-            }
-            store.delete(&key).await?;
-            tracing::debug!(old = %key, "session id cycled");
-            commit(session, Live::new(id, new_key, record), true);
-            return Ok(new_value);
+            continue;
         }
 
-        match store.save(&key, &record, live_version).await? {
-            SaveOutcome::Saved => {
-                let dirty = persistent || pending.timeout.is_some();
-                commit(session, Live::new(live_id, key, record), dirty);
+        // An id change. 1: the record under a new key that nobody knows yet.
+        let reason = match write {
+            Write::Renew => MoveReason::Renew,
+            _ => MoveReason::Cycle,
+        };
+        let new_id = SessionId::generate().map_err(|_| SessionError::Random)?;
+        let new_key = new_id.store_key();
+        let forgotten = record.from.take();
+        record.version = 1;
+        record.id_at = Some(now);
+        record.from = Some(key.as_str().to_owned());
+        if !store.create(&new_key, &record).await? {
+            tracing::warn!("session id collision on create: drawing another id");
+            continue;
+        }
+        // 2: a bound session lists its new key before anybody can reach it.
+        if record.user.is_some() {
+            match list_moving(config, &record, &new_key, forgotten.as_deref(), bind).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    discard(config, &new_key).await;
+                    return Err(gone(session));
+                }
+                Err(e) => {
+                    discard(config, &new_key).await;
+                    return Err(e);
+                }
+            }
+        }
+        // 3: the old key becomes a forward, if nobody changed it meanwhile.
+        let grace = match reason {
+            MoveReason::Renew => config.renew_grace,
+            _ => config.cycle_grace,
+        };
+        let until = now.saturating_add(millis(grace));
+        let to = forward::seal(&live_id, &new_id).map_err(|_| SessionError::Random)?;
+        let forward = Record::moved(
+            Moved {
+                reason,
+                until,
+                to: Some(to),
+            },
+            now,
+            until.saturating_add(MOVED_KEEP),
+            live_version.wrapping_add(1),
+        );
+        let outcome = store.save(&key, &forward, live_version).await;
+        match outcome {
+            Ok(SaveOutcome::Saved) => {
+                tracing::debug!(old = %key, ?reason, "session id changed");
+                commit(session, Live::new(new_id, new_key, record), true);
                 return Ok(new_value);
             }
-            SaveOutcome::Conflict => match store.load(&key).await? {
-                Some(fresh) if !is_expired(config, &fresh, now) => {
-                    session.state().live = Some(Live::new(live_id, key, fresh));
+            Ok(SaveOutcome::Conflict) => {
+                discard(config, &new_key).await;
+                let before = session.state().live.as_ref().map(|l| l.id);
+                reload(session, live_id, &key, now).await?;
+                let after = session.state().live.as_ref().map(|l| l.id);
+                if write == Write::Renew && before != after {
+                    // Another request renewed it first: take its new id, so
+                    // that every tab converges on one session.
+                    return Ok(new_value);
                 }
-                _ => return Err(gone(session)),
-            },
-            SaveOutcome::Missing => return Err(gone(session)),
+            }
+            Ok(SaveOutcome::Missing) => {
+                discard(config, &new_key).await;
+                return Err(gone(session));
+            }
+            Err(e) => {
+                discard(config, &new_key).await;
+                return Err(e.into());
+            }
         }
     }
     tracing::warn!(
@@ -453,6 +742,39 @@ pub(crate) async fn persist(
         "session save gave up after repeated conflicts"
     );
     Err(SessionError::TooManyConflicts)
+}
+
+/// Lists `key` in the index of the record's user, under its handle.
+async fn list(
+    config: &ConfigInner,
+    record: &Record,
+    key: &StoreKey,
+    must_exist: bool,
+) -> Result<bool, SessionError> {
+    list_moving(config, record, key, None, !must_exist).await
+}
+
+async fn list_moving(
+    config: &ConfigInner,
+    record: &Record,
+    key: &StoreKey,
+    forget: Option<&str>,
+    fresh_bind: bool,
+) -> Result<bool, SessionError> {
+    match (&record.user, &record.handle) {
+        (Some(user), Some(handle)) => {
+            users::list_key(config, user, handle, key, forget, !fresh_bind).await
+        }
+        _ => Ok(true),
+    }
+}
+
+/// Deletes the record of an id change that did not happen (best effort: the
+/// key was never sent to anybody, and the record expires anyway).
+async fn discard(config: &ConfigInner, key: &StoreKey) {
+    if let Err(e) = config.store.delete(key).await {
+        tracing::warn!(%key, error = %e, "could not delete an abandoned session record");
+    }
 }
 
 fn write_lock<'a>(config: &'a ConfigInner, key: &StoreKey) -> &'a tokio::sync::Mutex<()> {
@@ -481,6 +803,17 @@ fn gone(session: &Session) -> SessionError {
     SessionError::Terminated
 }
 
+/// The session's id was cycled by another request while this one used it:
+/// drop this request's changes and send no cookie at all.
+fn superseded(session: &Session) -> SessionError {
+    let mut state = session.state();
+    state.live = None;
+    state.pending = Pending::default();
+    state.superseded = true;
+    tracing::info!("session id cycled by another request; this request's changes were dropped");
+    SessionError::Superseded
+}
+
 /// Random backoff after a conflict, scaled to how long an attempt takes on this
 /// store (a loaded store needs wider spacing for one contender to get
 /// through). The window stops growing after a few attempts: an ever-growing
@@ -498,34 +831,94 @@ async fn backoff(attempt: u32, last_attempt: Duration) {
     tokio::time::sleep(Duration::from_micros(jitter)).await;
 }
 
-/// Deletes the session server-side, whether or not it was read first.
+/// Ends the session server-side, whether or not it was read first.
 pub(crate) async fn terminate(session: &Session) -> Result<(), SessionError> {
-    let keys = {
-        let mut state = session.state();
-        decode(session, &mut state);
-        let mut keys = Vec::with_capacity(2);
-        if let Some((id, _)) = state.incoming {
-            keys.push(id.store_key());
+    let config = &*session.inner.config.inner;
+    if !config.client_side {
+        ensure_loaded(session).await?;
+        let (superseded, live) = {
+            let state = session.state();
+            let live = state
+                .live
+                .as_ref()
+                .map(|l| (l.id, l.key.clone(), l.record.version));
+            (state.superseded, live)
+        };
+        if superseded {
+            return Err(SessionError::Superseded);
         }
-        if let Some(live) = &state.live {
-            if state.incoming.map(|(id, _)| id) != Some(live.id) {
-                keys.push(live.key.clone());
-            }
-        }
-        keys
-    };
-    if !session.inner.config.inner.client_side {
-        for key in &keys {
-            session.inner.config.inner.store.delete(key).await?;
+        if let Some((id, key, version)) = live {
+            let _turn = write_lock(config, &key).lock().await;
+            end(config, id, key, Some(version)).await?;
         }
     }
     let mut state = session.state();
+    state.decoded = true;
     state.loaded = true;
     state.live = None;
     state.pending = Pending::default();
     state.terminated = true;
     state.cookie_dirty = false;
     Ok(())
+}
+
+/// Ends the session under `key` by compare-and-set (to a tombstone, then a
+/// delete), following any forward it finds: an id change that raced this
+/// terminate cannot leave the session alive under its new id.
+async fn end(
+    config: &ConfigInner,
+    id: SessionId,
+    key: StoreKey,
+    mut expected: Option<u64>,
+) -> Result<(), SessionError> {
+    let store = &config.store;
+    let (mut id, mut key) = (id, key);
+    let mut hops = 0;
+    for _ in 0..MAX_ATTEMPTS {
+        let version = match expected.take() {
+            Some(v) => v,
+            None => match store.load(&key).await? {
+                None => return Ok(()),
+                Some(r) => match r.moved {
+                    None => r.version,
+                    Some(moved) => {
+                        // Whatever its grace window: the id change raced us.
+                        let next = moved.to.as_deref().and_then(|t| forward::open(&id, t));
+                        store.delete(&key).await?;
+                        match next {
+                            Some(next) if hops < MAX_HOPS => {
+                                hops += 1;
+                                id = next;
+                                key = next.store_key();
+                                continue;
+                            }
+                            _ => return Ok(()),
+                        }
+                    }
+                },
+            },
+        };
+        let now = config.clock.now_millis();
+        let tombstone = Record::moved(
+            Moved {
+                reason: MoveReason::Ended,
+                until: now,
+                to: None,
+            },
+            now,
+            now.saturating_add(MOVED_KEEP),
+            version.wrapping_add(1),
+        );
+        match store.save(&key, &tombstone, version).await? {
+            SaveOutcome::Saved => {
+                store.delete(&key).await?;
+                return Ok(());
+            }
+            SaveOutcome::Missing => return Ok(()),
+            SaveOutcome::Conflict => {}
+        }
+    }
+    Err(SessionError::TooManyConflicts)
 }
 
 /// Reading is activity: slides the expiry of a session that was used, at most

@@ -48,6 +48,14 @@ pub enum SessionError {
         /// The size that name and value would have had.
         size: usize,
     },
+    /// This request's session id was cycled away by another request (a login
+    /// or other privilege change) within the cycle grace window: the old id
+    /// grants nothing, so the write was refused. The axum front answers 409.
+    #[error("the session id was changed by another request; changes were not saved")]
+    Superseded,
+    /// The operation needs a server-side store (the cookie store has none).
+    #[error("not supported: {0}")]
+    Unsupported(&'static str),
     /// The operating system could not provide randomness for an id or nonce.
     #[error("no randomness available from the operating system")]
     Random,

@@ -40,11 +40,7 @@ impl SessionId {
 
     /// The key under which the store keeps this session's record.
     pub fn store_key(&self) -> StoreKey {
-        let digest = Sha256::new()
-            .chain_update(b"vishnu store key v1\0")
-            .chain_update(self.0)
-            .finalize();
-        StoreKey(hex(&digest))
+        StoreKey::hashed(b"vishnu store key v1\0", &self.0)
     }
 }
 
@@ -66,6 +62,16 @@ impl StoreKey {
     /// The key as text (64 lowercase hex characters).
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The key for `bytes` in the key space named by `domain`: lowercase hex
+    /// of SHA-256(domain || bytes). The one place store keys are hashed.
+    pub(crate) fn hashed(domain: &[u8], bytes: &[u8]) -> Self {
+        let digest = Sha256::new()
+            .chain_update(domain)
+            .chain_update(bytes)
+            .finalize();
+        StoreKey(hex(&digest))
     }
 
     /// Wraps a key read back from a store. It is not checked: keys only ever

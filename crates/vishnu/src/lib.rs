@@ -51,17 +51,19 @@ mod config;
 pub mod cookie;
 mod engine;
 mod error;
+mod forward;
 pub mod id;
 pub mod record;
 mod session;
 pub mod store;
 pub mod tower;
+mod users;
 
 #[cfg(feature = "axum")]
 pub use crate::axum::SessionMissing;
 pub use crate::config::{
     Clock, Config, ConfigBuilder, ConfigError, SameSite, SystemClock, Timeout,
-    DEFAULT_BROWSER_SESSION_TTL, DEFAULT_COOKIE_NAME, DEFAULT_PATH, MIN_KEY_LEN,
+    DEFAULT_BROWSER_SESSION_TTL, DEFAULT_COOKIE_NAME, DEFAULT_GRACE, DEFAULT_PATH, MIN_KEY_LEN,
 };
 pub use crate::engine::Engine;
 pub use crate::error::SessionError;
@@ -77,3 +79,4 @@ pub use crate::store::redis::RedisStore;
 pub use crate::store::sql::SqlStore;
 pub use crate::store::{Cleanup, SaveOutcome, SessionStore, StoreError};
 pub use crate::tower::{SessionLayer, SessionService};
+pub use crate::users::SessionInfo;

@@ -39,6 +39,52 @@ pub struct Record {
     pub timeout: Option<Timeout>,
     /// Incremented by every save; a save names the version it read (compare-and-set).
     pub version: u64,
+    /// The user this session is bound to ([`Session::set_user`](crate::Session::set_user)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// A label shown when a user's sessions are listed (for example the user agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// The session's handle: opaque, random, stable across id changes, never an id.
+    /// Given when the session is bound to a user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handle: Option<String>,
+    /// When the current id was issued; renewal counts from here (absent: `created_at`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_at: Option<Millis>,
+    /// The store key this session's id replaced, if its id changed (lets the
+    /// user index forget the old key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Set when this key no longer holds a session: where it went, or that it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved: Option<Moved>,
+}
+
+/// Why a key stopped holding a session (see [`Record::moved`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MoveReason {
+    /// `cycle_id` (a privilege change): the old id grants nothing any more.
+    Cycle,
+    /// Renewal: the old id is served the same session until `until`.
+    Renew,
+    /// `terminate`: the session is gone (a tombstone, briefly kept).
+    Ended,
+}
+
+/// What a key holds after its session's id changed or the session ended: a
+/// forward (or tombstone). It carries no data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Moved {
+    /// Why the key moved.
+    pub reason: MoveReason,
+    /// End of the grace window (ms since the epoch): past it the old id is simply unknown.
+    pub until: Millis,
+    /// The new id, sealed under a key derived from the old id (which the store
+    /// never sees): see [`crate::forward`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
 }
 
 /// Why a stored record could not be decoded.
@@ -63,7 +109,29 @@ impl Record {
             expires_at,
             timeout: None,
             version: 1,
+            user: None,
+            label: None,
+            handle: None,
+            id_at: None,
+            from: None,
+            moved: None,
         }
+    }
+
+    /// A forward or tombstone that replaces a session at version `version`
+    /// (the caller's compare-and-set expects `version - 1`). The store keeps
+    /// it until `keep_until`, past the grace window, so that a terminate that
+    /// raced the id change can still follow it.
+    pub fn moved(moved: Moved, now: Millis, keep_until: Millis, version: u64) -> Self {
+        let mut r = Self::new(Map::new(), now, keep_until.max(moved.until));
+        r.version = version;
+        r.moved = Some(moved);
+        r
+    }
+
+    /// When the current id was issued.
+    pub fn id_issued_at(&self) -> Millis {
+        self.id_at.unwrap_or(self.created_at)
     }
 
     /// Encodes the record as JSON bytes.

@@ -20,10 +20,11 @@ use serde_json::{Map, Value};
 
 use crate::codec::KeyUsed;
 use crate::config::{Config, Timeout};
-use crate::engine;
+use crate::engine::{self, Write};
 use crate::error::SessionError;
 use crate::id::{SessionId, StoreKey};
 use crate::record::Record;
+use crate::users::{self, SessionInfo};
 
 /// The session of the current request.
 ///
@@ -96,11 +97,19 @@ pub(crate) struct Pending {
     pub(crate) cleared: bool,
     pub(crate) changes: BTreeMap<String, Option<Value>>,
     pub(crate) timeout: Option<Timeout>,
+    /// The user to bind the session to.
+    pub(crate) user: Option<String>,
+    /// The session's new label.
+    pub(crate) label: Option<String>,
 }
 
 impl Pending {
     pub(crate) fn is_empty(&self) -> bool {
-        !self.cleared && self.changes.is_empty() && self.timeout.is_none()
+        !self.cleared
+            && self.changes.is_empty()
+            && self.timeout.is_none()
+            && self.user.is_none()
+            && self.label.is_none()
     }
 
     /// Applies the delta to `data`.
@@ -135,6 +144,9 @@ pub(crate) struct State {
     pub(crate) pending: Pending,
     /// `terminate()` was called (or another request terminated the session).
     pub(crate) terminated: bool,
+    /// The cookie's id was cycled away (within the cycle grace window): no
+    /// session, no cookie of ours, and writes fail with `Superseded`.
+    pub(crate) superseded: bool,
     /// A Set-Cookie must go out for the live session (new id, new expiry).
     pub(crate) cookie_dirty: bool,
 }
@@ -150,6 +162,7 @@ impl std::fmt::Debug for Session {
                 &state.pending.changes.keys().collect::<Vec<_>>(),
             )
             .field("terminated", &state.terminated)
+            .field("superseded", &state.superseded)
             .finish()
     }
 }
@@ -325,7 +338,7 @@ impl Session {
                 source,
             })
         };
-        let value = engine::persist(self, Some((key, &mut apply)), false).await?;
+        let value = engine::persist(self, Some((key, &mut apply)), Write::Save).await?;
         let value = value.unwrap_or(Value::Null);
         serde_json::from_value(value).map_err(|source| SessionError::Deserialize {
             key: key.to_owned(),
@@ -344,7 +357,7 @@ impl Session {
         F: FnMut(Option<Value>) -> Result<Value, SessionError> + Send,
     {
         self.mark_used();
-        let value = engine::persist(self, Some((key, &mut f)), false).await?;
+        let value = engine::persist(self, Some((key, &mut f)), Write::Save).await?;
         Ok(value.unwrap_or(Value::Null))
     }
 
@@ -357,19 +370,155 @@ impl Session {
     /// terminated the session, or [`SessionError::TooManyConflicts`].
     pub async fn save(&self) -> Result<(), SessionError> {
         self.mark_used();
-        engine::persist(self, None, false).await.map(|_| ())
+        engine::persist(self, None, Write::Save).await.map(|_| ())
     }
 
-    /// Gives the session a new id, keeping its data, and deletes the old id.
-    /// Call it after login and any other privilege change, so that an id
-    /// known before (session fixation) is worthless after. Saves like
-    /// [`save`](Session::save).
+    /// Gives the session a new id, keeping its data; the old id never again
+    /// reads or writes it. Call it after login and any other privilege
+    /// change, so that an id known before (session fixation) is worthless
+    /// after. Saves like [`save`](Session::save).
+    ///
+    /// For [`cycle_grace`](crate::ConfigBuilder::cycle_grace) (10 s by
+    /// default) a request that still carries the old id (one that was in
+    /// flight during the login) gets no `Set-Cookie` of ours at all, so it
+    /// cannot log the browser out again, and its writes fail with
+    /// [`SessionError::Superseded`]. The change is atomic in every store: a
+    /// concurrent `terminate` leaves neither id alive, a concurrent save is
+    /// either kept or fails with `Superseded`.
     ///
     /// # Errors
-    /// As for [`save`](Session::save).
+    /// As for [`save`](Session::save), and [`SessionError::Superseded`] when
+    /// another request cycled the id first.
     pub async fn cycle_id(&self) -> Result<(), SessionError> {
         self.mark_used();
-        engine::persist(self, None, true).await.map(|_| ())
+        engine::persist(self, None, Write::Cycle).await.map(|_| ())
+    }
+
+    /// Binds the session to `user` and cycles its id: what a login handler
+    /// calls. The session is then listed by
+    /// [`Engine::sessions_of`](crate::Engine::sessions_of) and revoked by
+    /// [`Engine::revoke_all`](crate::Engine::revoke_all).
+    ///
+    /// # Errors
+    /// As for [`cycle_id`](Session::cycle_id).
+    pub async fn login(&self, user: &str) -> Result<(), SessionError> {
+        self.set_user(user);
+        self.cycle_id().await
+    }
+
+    /// Binds the session to `user` (an application's user id). Written by the
+    /// next save; binding to a new user gives the session a new handle. Call
+    /// [`cycle_id`](Session::cycle_id) too (or use [`login`](Session::login)).
+    pub fn set_user(&self, user: &str) {
+        self.mark_used();
+        self.state().pending.user = Some(user.to_owned());
+    }
+
+    /// The user this session is bound to, if any.
+    ///
+    /// # Errors
+    /// A store error while loading.
+    pub async fn user(&self) -> Result<Option<String>, SessionError> {
+        self.loaded().await?;
+        let state = self.state();
+        Ok(state
+            .pending
+            .user
+            .clone()
+            .or_else(|| state.live.as_ref().and_then(|l| l.record.user.clone())))
+    }
+
+    /// Sets the label shown when the user's sessions are listed (for example
+    /// the user agent). Written by the next save.
+    pub fn set_label(&self, label: &str) {
+        self.mark_used();
+        self.state().pending.label = Some(label.to_owned());
+    }
+
+    /// The session's handle: opaque, stable across id changes, never an id.
+    /// `None` until the session is bound to a user and saved.
+    ///
+    /// # Errors
+    /// A store error while loading.
+    pub async fn handle(&self) -> Result<Option<String>, SessionError> {
+        self.loaded().await?;
+        Ok(self
+            .state()
+            .live
+            .as_ref()
+            .and_then(|l| l.record.handle.clone()))
+    }
+
+    /// The sessions of this session's user, this one marked `current`; empty
+    /// when the session is bound to no user.
+    ///
+    /// # Errors
+    /// A store error, or [`SessionError::Unsupported`] with the cookie store.
+    pub async fn sessions(&self) -> Result<Vec<SessionInfo>, SessionError> {
+        let (user, key) = self.bound().await?;
+        match user {
+            Some(user) => users::sessions_of(&self.inner.config.inner, &user, key.as_ref()).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Ends the session of this session's user that has this handle; `false`
+    /// when the user has none with it.
+    ///
+    /// # Errors
+    /// A store error, or [`SessionError::Unsupported`] with the cookie store.
+    pub async fn revoke(&self, handle: &str) -> Result<bool, SessionError> {
+        match self.bound().await?.0 {
+            Some(user) => Ok(
+                users::revoke_where(&self.inner.config.inner, &user, |h| h == handle).await? > 0,
+            ),
+            None => Ok(false),
+        }
+    }
+
+    /// Ends every other session of this session's user ("log out my other
+    /// devices"); returns how many.
+    ///
+    /// # Errors
+    /// A store error, or [`SessionError::Unsupported`] with the cookie store.
+    pub async fn revoke_others(&self) -> Result<usize, SessionError> {
+        let (user, _) = self.bound().await?;
+        let handle = self.handle().await?;
+        match user {
+            Some(user) => {
+                users::revoke_where(&self.inner.config.inner, &user, |h| {
+                    Some(h) != handle.as_deref()
+                })
+                .await
+            }
+            None => Ok(0),
+        }
+    }
+
+    /// Ends every session of this session's user, this one included ("log
+    /// out everywhere"), and removes this request's cookie; returns how many.
+    ///
+    /// # Errors
+    /// A store error, or [`SessionError::Unsupported`] with the cookie store.
+    pub async fn revoke_all(&self) -> Result<usize, SessionError> {
+        let (user, _) = self.bound().await?;
+        let n = match user {
+            Some(user) => users::revoke_where(&self.inner.config.inner, &user, |_| true).await?,
+            None => 0,
+        };
+        self.terminate().await?;
+        Ok(n)
+    }
+
+    /// The stored user (pending bindings are not listed yet) and store key.
+    async fn bound(&self) -> Result<(Option<String>, Option<StoreKey>), SessionError> {
+        self.inner.config.inner.server_store()?;
+        self.loaded().await?;
+        let state = self.state();
+        Ok(match &state.live {
+            Some(l) => (l.record.user.clone(), Some(l.key.clone())),
+            None => (None, None),
+        })
     }
 
     /// Deletes the session from the store and sends a cookie that removes it

@@ -61,6 +61,12 @@ where
                         Err(_) => tracing::error!("session cookie is not a valid header value"),
                     },
                     Ok(None) => {}
+                    Err(SessionError::Superseded) => {
+                        // A write with an id that a login cycled away: 409, no cookie.
+                        let mut refused = Response::new(B::default());
+                        *refused.status_mut() = StatusCode::CONFLICT;
+                        return Poll::Ready(Ok(refused));
+                    }
                     Err(error) => {
                         tracing::error!(%error, "session could not be saved: answering 500");
                         let mut failed = Response::new(B::default());
