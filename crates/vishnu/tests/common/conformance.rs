@@ -82,6 +82,57 @@ macro_rules! conformance_suite {
                 let Some(store) = $make().await else { return };
                 c::unknown_signed_id_is_never_adopted(store).await
             }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn terminate_between_an_id_changes_steps_ends_both_ids() {
+                let Some(store) = $make().await else { return };
+                $crate::common::identity::terminate_between_an_id_changes_steps_ends_both_ids(store)
+                    .await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn terminate_that_loaded_before_an_id_change_follows_it() {
+                let Some(store) = $make().await else { return };
+                $crate::common::identity::terminate_that_loaded_before_an_id_change_follows_it(
+                    store,
+                )
+                .await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn save_racing_a_cycle_is_refused_not_lost() {
+                let Some(store) = $make().await else { return };
+                $crate::common::identity::save_racing_a_cycle_is_refused_not_lost(store).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn update_racing_a_renewal_lands_once_under_the_new_id() {
+                let Some(store) = $make().await else { return };
+                $crate::common::identity::update_racing_a_renewal_lands_once_under_the_new_id(store)
+                    .await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn renewals_racing_converge_on_one_id() {
+                let Some(store) = $make().await else { return };
+                $crate::common::identity::renewals_racing_converge_on_one_id(store).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn cycle_grace_sends_no_cookie_and_refuses_writes() {
+                let Some(store) = $make().await else { return };
+                $crate::common::identity::cycle_grace_sends_no_cookie_and_refuses_writes(store)
+                    .await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn the_store_holds_no_usable_id() {
+                let Some(store) = $make().await else { return };
+                $crate::common::identity::the_store_holds_no_usable_id(store).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn a_users_sessions_are_listed_and_revoked() {
+                let Some(store) = $make().await else { return };
+                $crate::common::identity::a_users_sessions_are_listed_and_revoked(store).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn revoke_all_racing_a_renewal_leaves_nothing() {
+                let Some(store) = $make().await else { return };
+                $crate::common::identity::revoke_all_racing_a_renewal_leaves_nothing(store).await
+            }
         }
     };
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod conformance;
+pub mod identity;
 #[path = "../server_env/mod.rs"]
 pub mod server_env;
 
