@@ -447,7 +447,10 @@ pub async fn renewals_racing_converge_on_one_id(store: Arc<dyn SessionStore>) {
     w.clock.advance(GRACE + Duration::from_millis(1));
     let (v, cookie) = peek(&w.two, &p0).await;
     assert_eq!(v, None);
-    assert!(cookie.is_some_and(|c| c.contains("Max-Age=0")), "only a removal");
+    assert!(
+        cookie.is_some_and(|c| c.contains("Max-Age=0")),
+        "only a removal"
+    );
     assert_eq!(peek(&w.two, &p1).await.0, Some(1));
     let live: Vec<StoreKey> = {
         let created = w.store.created.lock().expect("created").clone();
@@ -522,7 +525,8 @@ pub async fn cycle_grace_sends_no_cookie_and_refuses_writes(store: Arc<dyn Sessi
 
 pub async fn the_store_holds_no_usable_id(store: Arc<dyn SessionStore>) {
     let w = World::new(store);
-    let p0 = start(&w.one, Some("ada")).await;
+    let user = URL_SAFE_NO_PAD.encode(id_of(&start(&w.two, None).await).as_bytes());
+    let p0 = start(&w.one, Some(&user)).await;
     w.clock.advance(RENEW_EVERY);
     let (_, cookie) = read_and_finish(w.one.clone(), p0.clone()).await;
     let p1 = pair(&cookie.expect("finish").expect("renewed"));
