@@ -1,14 +1,19 @@
 #!/usr/bin/env python3
 """Drives a running vishnu demo (Rust or Python) through its routes and checks each answer.
 
-usage: check_demo.py http://127.0.0.1:PORT [--client-side-store]
+usage: check_demo.py http://127.0.0.1:PORT [--client-side-store] [--renewal SECONDS]
 
 --client-side-store: the demo runs on the cookie store, which cannot revoke a
-copied cookie (documented); the two replay checks are reported as skipped.
+copied cookie (documented); the replay and grace checks are reported as
+skipped, and the /sessions routes must answer 501.
+--renewal SECONDS: the demo runs with --renew-every 1 --grace SECONDS; checks
+the renewal and its grace window too.
 
 Exits 0 when every check passes; prints one line per check.
 """
 import http.client
+import json
+import os
 import sys
 import time
 import urllib.parse
@@ -26,14 +31,17 @@ def check(name, ok, detail=""):
 
 
 class Browser:
-    def __init__(self, base):
+    def __init__(self, base, agent=None):
         url = urllib.parse.urlsplit(base)
         self.host, self.port = url.hostname, url.port
         self.cookies = {}
+        self.agent = agent
 
     def request(self, method, path, form=None):
         conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
         headers = {}
+        if self.agent:
+            headers["User-Agent"] = self.agent
         if self.cookies:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
         body = None
@@ -98,6 +106,12 @@ def main():
         print("skip  the pre-login cookie is dead after login (client-side store)")
     else:
         check("the pre-login cookie is dead after login", status == 401, (status, text))
+        status, text, sc, _ = stale.request("GET", "/whoami")
+        check("a pre-login cookie in the grace window gets no Set-Cookie on a read", status == 401 and not sc, (status, sc))
+        status, text, sc, _ = stale.request("GET", "/counter")
+        check("a write with the pre-login cookie in the grace window is 409 without Set-Cookie", status == 409 and not sc, (status, text, sc))
+        status, text, _, _ = b.request("GET", "/counter")
+        check("the logged-in session is untouched by the stale writes", status == 200 and text.strip() == "5", (status, text))
 
     logged_in = dict(b.cookies)
     status, text, sc, headers = b.request("POST", "/logout")
@@ -126,8 +140,114 @@ def main():
     status, text, _, _ = garbage.request("GET", "/counter")
     check("a garbage cookie gets a fresh session, not an error", status == 200 and text.strip() == "1", (status, text))
 
+    users_sessions(base, client_side)
+    if "--renewal" in sys.argv[2:]:
+        renewal(base, int(sys.argv[sys.argv.index("--renewal") + 1]))
+
     print(f"demo-checks: {passes} passed, {failures} failed")
     return 1 if failures else 0
+
+
+def login(base, user, agent):
+    b = Browser(base, agent)
+    status, _, _, _ = b.request("POST", "/login", {"user": user})
+    check(f"{agent} logs in", status == 303 and bool(b.cookies), status)
+    return b
+
+
+def listed(b):
+    status, text, _, headers = b.request("GET", "/sessions")
+    try:
+        return status, json.loads(text) if status == 200 else None
+    except ValueError:
+        return status, None
+
+
+def users_sessions(base, client_side):
+    """GET /sessions and the revoke routes."""
+    user = "user-" + os.urandom(6).hex()
+    anonymous = Browser(base)
+    status, _, _, _ = anonymous.request("GET", "/sessions")
+    check("GET /sessions when not logged in is 401", status == 401, status)
+    laptop = login(base, user, "laptop-agent")
+    if client_side:
+        status, _ = listed(laptop)
+        check("GET /sessions on the cookie store is 501 (unsupported)", status == 501, status)
+        return
+    phone = login(base, user, "phone-agent")
+    status, sessions = listed(laptop)
+    ok = status == 200 and isinstance(sessions, list) and len(sessions) == 2
+    check("GET /sessions lists the user's two sessions", ok, (status, sessions))
+    if not ok:
+        return
+    fields = {"handle", "current", "created_at", "last_access", "label"}
+    check("each listed session has handle, current, created_at, last_access, label",
+          all(fields <= set(s) and isinstance(s["created_at"], int) and isinstance(s["last_access"], int) for s in sessions), sessions)
+    check("exactly the asking session is current, labelled with its User-Agent",
+          [s["label"] for s in sessions if s["current"]] == ["laptop-agent"], sessions)
+    phone_handle = next(s["handle"] for s in sessions if not s["current"])
+    laptop_handle = next(s["handle"] for s in sessions if s["current"])
+    for cookie in list(laptop.cookies.values()) + list(phone.cookies.values()):
+        check("a handle is not a session cookie", phone_handle not in cookie and laptop_handle not in cookie, phone_handle)
+
+    intruder = login(base, user + "-mallory", "intruder-agent")
+    status, _, _, _ = intruder.request("POST", "/sessions/revoke", {"handle": laptop_handle})
+    status2, text, _, _ = laptop.request("GET", "/whoami")
+    check("another user's handle revokes nothing", status == 303 and status2 == 200 and text.strip() == user, (status, status2, text))
+
+    status, _, _, headers = laptop.request("POST", "/sessions/revoke", {"handle": phone_handle})
+    check("POST /sessions/revoke answers 303", status == 303 and headers.get("Location") == "/", status)
+    status, _, _, _ = phone.request("GET", "/whoami")
+    check("the revoked session is logged out", status == 401, status)
+    status, sessions = listed(laptop)
+    check("the revoked session is no longer listed", status == 200 and [s["handle"] for s in sessions] == [laptop_handle], sessions)
+
+    tablet = login(base, user, "tablet-agent")
+    status, _, _, _ = laptop.request("POST", "/sessions/revoke-others")
+    check("POST /sessions/revoke-others answers 303", status == 303, status)
+    status, _, _, _ = tablet.request("GET", "/whoami")
+    check("revoke-others logs the other device out", status == 401, status)
+    status, text, _, _ = laptop.request("GET", "/whoami")
+    check("revoke-others keeps the current session", status == 200 and text.strip() == user, (status, text))
+
+    desktop = login(base, user, "desktop-agent")
+    replayed = Browser(base)
+    replayed.cookies = dict(laptop.cookies)
+    status, _, sc, _ = laptop.request("POST", "/sessions/revoke-all")
+    check("POST /sessions/revoke-all answers 303 and removes the cookie",
+          status == 303 and any("max-age=0" in c.lower() for c in sc) and not laptop.cookies, (status, sc))
+    for name, device in (("desktop", desktop), ("laptop (its cookie replayed)", replayed)):
+        status, _, _, _ = device.request("GET", "/whoami")
+        check(f"revoke-all logs the {name} out", status == 401, status)
+    status, text, _, _ = intruder.request("GET", "/whoami")
+    check("another user's session survives revoke-all", status == 200, (status, text))
+
+
+def renewal(base, grace):
+    """The demo runs with --renew-every 1 --grace GRACE."""
+    user = "renew-" + os.urandom(6).hex()
+    b = login(base, user, "renewing-agent")
+    _, before = listed(b)
+    old = dict(b.cookies)
+    time.sleep(1.2)
+    status, text, sc, _ = b.request("GET", "/counter")
+    check("a used session gets a new id after --renew-every", status == 200 and sc and b.cookies != old, (status, sc))
+    new = dict(b.cookies)
+    tabs = []
+    for _ in range(3):
+        tab = Browser(base)
+        tab.cookies = dict(old)
+        status, text, sc, _ = tab.request("GET", "/whoami")
+        tabs.append(tab.cookies)
+        check("inside the renewal grace the old id is served the session", status == 200 and text.strip() == user, (status, text))
+    check("and every request with the old id is sent the same new id", all(t == new for t in tabs), (tabs, new))
+    _, after = listed(b)
+    check("the handle survives the renewal", before and after and before[0]["handle"] == after[0]["handle"], (before, after))
+    time.sleep(grace + 0.3)
+    stale = Browser(base)
+    stale.cookies = dict(old)
+    status, _, _, _ = stale.request("GET", "/whoami")
+    check("after the renewal grace the old id is dead", status == 401, status)
 
 
 if __name__ == "__main__":

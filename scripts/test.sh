@@ -62,17 +62,26 @@ cargo test --workspace --all-features
 
 step "demo route checks"
 cargo build --quiet --example demo --example load --all-features
+# Each demo runs twice per store: as is, and renewing ids every second with a
+# 2-second grace window (check_demo.py --renewal checks the renewal too).
 demo_check() { # store-url [command...]
-  local port; port=$(free_port)
   local store=$1; shift
   local cmd=("$@"); [ ${#cmd[@]} -gt 0 ] || cmd=(./target/debug/examples/demo)
-  "${cmd[@]}" --port "$port" --store "$store" >"$work/demo-$port.log" 2>&1 &
+  local flags=(); [ "$store" = cookie ] && flags=(--client-side-store)
+  demo_run "$store" "" "${flags[@]}" -- "${cmd[@]}"
+  [ "$store" = cookie ] || demo_run "$store" "--renew-every 1 --grace 2" --renewal 2 -- "${cmd[@]}"
+}
+demo_run() { # store-url "demo flags" [check flags...] -- command...
+  local store=$1 demo_flags=$2; shift 2
+  local checks=(); while [ "$1" != -- ]; do checks+=("$1"); shift; done; shift
+  local port; port=$(free_port)
+  # shellcheck disable=SC2086
+  "$@" --port "$port" --store "$store" $demo_flags >"$work/demo-$port.log" 2>&1 &
   local pid=$!
   pids+=("$pid")
   wait_http "http://127.0.0.1:$port/public"
-  echo "-- ${cmd[*]} --store ${store%%://*}://…"
-  local flags=(); [ "$store" = cookie ] && flags=(--client-side-store)
-  python3 scripts/check_demo.py "http://127.0.0.1:$port" "${flags[@]}"
+  echo "-- $* --store ${store%%://*}://… $demo_flags"
+  python3 scripts/check_demo.py "http://127.0.0.1:$port" "${checks[@]}"
   kill "$pid"
   wait "$pid" 2>/dev/null || true
 }

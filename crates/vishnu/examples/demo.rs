@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --example demo -- [--port 3000] [--store memory] [--timeout SECONDS]
 //!     [--tls-cert FILE --tls-key FILE] [--cookie-name NAME] [--same-site strict|lax|none]
+//!     [--renew-every SECONDS] [--grace SECONDS]
 //! ```
 //!
 //! Plain HTTP by default, with a non-`Secure` cookie (browsers drop `Secure`
@@ -11,14 +12,20 @@
 //! __Host-…` and `--same-site none` require.
 //!
 //! Routes: `GET /` (page), `GET /public` (never touches the session),
-//! `GET /counter`, `POST /login` (form field `user`), `GET /whoami`, `POST /logout`.
+//! `GET /counter`, `POST /login` (form field `user`: binds the session to the
+//! user, labels it with the `User-Agent`, cycles the id), `GET /whoami`,
+//! `POST /logout`, and a user's sessions: `GET /sessions` (JSON; 401 when not
+//! logged in), `POST /sessions/revoke` (form field `handle`),
+//! `POST /sessions/revoke-others`, `POST /sessions/revoke-all` (each 303).
+//! A write with an id that a login cycled away, inside the grace window,
+//! answers 409 with no cookie.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use axum::extract::Form;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -26,7 +33,8 @@ use serde::Deserialize;
 use vishnu::{Config, SameSite, Session, SessionError, SessionLayer};
 
 const USAGE: &str = "usage: demo [--port N] [--store URL] [--timeout SECONDS] \
-[--tls-cert FILE --tls-key FILE] [--cookie-name NAME] [--same-site strict|lax|none]";
+[--tls-cert FILE --tls-key FILE] [--cookie-name NAME] [--same-site strict|lax|none] \
+[--renew-every SECONDS] [--grace SECONDS]";
 
 struct Args {
     port: u16,
@@ -36,6 +44,13 @@ struct Args {
     tls_key: Option<PathBuf>,
     cookie_name: Option<String>,
     same_site: Option<SameSite>,
+    renew_every: Option<u64>,
+    grace: Option<u64>,
+}
+
+fn seconds(flag: &str, v: &str) -> Result<u64, String> {
+    v.parse()
+        .map_err(|_| format!("{flag}: {v:?} is not a number of seconds"))
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -47,6 +62,8 @@ fn parse_args() -> Result<Args, String> {
         tls_key: None,
         cookie_name: None,
         same_site: None,
+        renew_every: None,
+        grace: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -59,13 +76,11 @@ fn parse_args() -> Result<Args, String> {
                     .map_err(|_| format!("--port: {v:?} is not a port number"))?;
             }
             "--store" => args.store = value("--store")?,
-            "--timeout" => {
-                let v = value("--timeout")?;
-                args.timeout = Some(
-                    v.parse()
-                        .map_err(|_| format!("--timeout: {v:?} is not a number of seconds"))?,
-                );
+            "--timeout" => args.timeout = Some(seconds("--timeout", &value("--timeout")?)?),
+            "--renew-every" => {
+                args.renew_every = Some(seconds("--renew-every", &value("--renew-every")?)?)
             }
+            "--grace" => args.grace = Some(seconds("--grace", &value("--grace")?)?),
             "--tls-cert" => args.tls_cert = Some(value("--tls-cert")?.into()),
             "--tls-key" => args.tls_key = Some(value("--tls-key")?.into()),
             "--cookie-name" => args.cookie_name = Some(value("--cookie-name")?),
@@ -83,7 +98,9 @@ fn parse_args() -> Result<Args, String> {
                     "{USAGE}\n  --store: {} (default memory)\n  \
                      --tls-cert, --tls-key: PEM certificate chain and private key; serve HTTPS \
                      with a Secure cookie (default: plain HTTP, cookie not Secure)\n  \
-                     --cookie-name: default {}\n  --same-site: default lax",
+                     --cookie-name: default {}\n  --same-site: default lax\n  \
+                     --renew-every: give a used session a new id at most this often (default off)\n  \
+                     --grace: the cycle and renewal grace windows (default 10)",
                     vishnu::store::supported().join(", "),
                     vishnu::DEFAULT_COOKIE_NAME,
                 );
@@ -141,6 +158,14 @@ async fn main() {
     if let Some(same_site) = args.same_site {
         builder = builder.same_site(same_site);
     }
+    if let Some(every) = args.renew_every {
+        builder = builder.renew_every(Duration::from_secs(every));
+    }
+    if let Some(grace) = args.grace {
+        builder = builder
+            .cycle_grace(Duration::from_secs(grace))
+            .renew_grace(Duration::from_secs(grace));
+    }
     let config = match builder.build() {
         Ok(c) => c,
         Err(e) => {
@@ -155,6 +180,10 @@ async fn main() {
         .route("/login", post(login))
         .route("/whoami", get(whoami))
         .route("/logout", post(logout))
+        .route("/sessions", get(sessions))
+        .route("/sessions/revoke", post(revoke))
+        .route("/sessions/revoke-others", post(revoke_others))
+        .route("/sessions/revoke-all", post(revoke_all))
         .layer(SessionLayer::new(config));
     let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
@@ -247,7 +276,7 @@ struct LoginForm {
     user: String,
 }
 
-async fn login(session: Session, Form(form): Form<LoginForm>) -> Response {
+async fn login(session: Session, headers: HeaderMap, Form(form): Form<LoginForm>) -> Response {
     let user = form.user.trim();
     if user.is_empty() || user.len() > 64 {
         return (StatusCode::BAD_REQUEST, "user: 1 to 64 characters").into_response();
@@ -255,11 +284,93 @@ async fn login(session: Session, Form(form): Form<LoginForm>) -> Response {
     if let Err(e) = session.set("user", user) {
         return e.into_response();
     }
-    // A new id after login: an id known before (fixation) is worthless after.
-    if let Err(e) = session.cycle_id().await {
+    let agent = headers
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    session.set_label(&agent.chars().take(200).collect::<String>());
+    // Bind to the user and take a new id: an id known before (fixation) is worthless after.
+    if let Err(e) = session.login(user).await {
         return e.into_response();
     }
     Redirect::to("/").into_response()
+}
+
+/// The cookie store keeps no server state: a user's sessions cannot be listed.
+fn user_error(e: SessionError) -> Response {
+    match e {
+        SessionError::Unsupported(what) => (StatusCode::NOT_IMPLEMENTED, what).into_response(),
+        e => e.into_response(),
+    }
+}
+
+async fn sessions(session: Session) -> Response {
+    match session.user().await {
+        Ok(Some(_)) => {}
+        Ok(None) => return (StatusCode::UNAUTHORIZED, "not logged in").into_response(),
+        Err(e) => return user_error(e),
+    }
+    match session.sessions().await {
+        Ok(list) => {
+            let list: Vec<serde_json::Value> = list
+                .into_iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "handle": s.handle,
+                        "current": s.current,
+                        "created_at": s.created_at,
+                        "last_access": s.last_access,
+                        "label": s.label,
+                    })
+                })
+                .collect();
+            axum::Json(list).into_response()
+        }
+        Err(e) => user_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct RevokeForm {
+    handle: String,
+}
+
+async fn logged_in(session: &Session) -> Result<(), Response> {
+    match session.user().await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err((StatusCode::UNAUTHORIZED, "not logged in").into_response()),
+        Err(e) => Err(user_error(e)),
+    }
+}
+
+async fn revoke(session: Session, Form(form): Form<RevokeForm>) -> Response {
+    if let Err(r) = logged_in(&session).await {
+        return r;
+    }
+    match session.revoke(&form.handle).await {
+        Ok(_) => Redirect::to("/").into_response(),
+        Err(e) => user_error(e),
+    }
+}
+
+async fn revoke_others(session: Session) -> Response {
+    if let Err(r) = logged_in(&session).await {
+        return r;
+    }
+    match session.revoke_others().await {
+        Ok(_) => Redirect::to("/").into_response(),
+        Err(e) => user_error(e),
+    }
+}
+
+async fn revoke_all(session: Session) -> Response {
+    if let Err(r) = logged_in(&session).await {
+        return r;
+    }
+    match session.revoke_all().await {
+        Ok(_) => Redirect::to("/").into_response(),
+        Err(e) => user_error(e),
+    }
 }
 
 async fn whoami(session: Session) -> Result<Response, SessionError> {

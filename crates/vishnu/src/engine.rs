@@ -834,6 +834,7 @@ async fn backoff(attempt: u32, last_attempt: Duration) {
 /// Ends the session server-side, whether or not it was read first.
 pub(crate) async fn terminate(session: &Session) -> Result<(), SessionError> {
     let config = &*session.inner.config.inner;
+    decode(session, &mut session.state());
     if !config.client_side {
         ensure_loaded(session).await?;
         let (superseded, live) = {

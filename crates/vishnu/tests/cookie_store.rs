@@ -117,3 +117,33 @@ async fn an_encrypt_key_is_used_when_given_and_rotation_works() {
     assert_eq!(a.body, "ada");
     assert!(a.set_cookie().is_some(), "re-issued under the new key");
 }
+
+#[tokio::test]
+async fn terminate_sends_a_removal_cookie() {
+    let mut client = Client::new(app(cookie_config().build().expect("config")));
+    client.get("/set/user/ada").await;
+    let ended = client.get("/terminate").await;
+    assert!(
+        ended.set_cookie().is_some_and(|c| c.contains("Max-Age=0")),
+        "{:?}",
+        ended.set_cookie()
+    );
+    assert_eq!(client.get("/get/user").await.body, "none");
+}
+
+#[tokio::test]
+async fn a_users_sessions_are_unsupported_with_a_clear_error() {
+    let engine = vishnu::Engine::new(cookie_config().build().expect("config"));
+    let unsupported = |r: Result<_, vishnu::SessionError>| matches!(r, Err(vishnu::SessionError::Unsupported(why)) if why.contains("cookie store"));
+    assert!(unsupported(engine.sessions_of("ada").await.map(|_| ())));
+    assert!(unsupported(engine.revoke("ada", "h").await.map(|_| ())));
+    assert!(unsupported(engine.revoke_all("ada").await.map(|_| ())));
+    let session = engine.begin(vec![]);
+    session
+        .login("ada")
+        .await
+        .expect("login works in the cookie");
+    assert_eq!(session.user().await.expect("user").as_deref(), Some("ada"));
+    assert!(unsupported(session.sessions().await.map(|_| ())));
+    assert!(unsupported(session.revoke_others().await.map(|_| ())));
+}
