@@ -24,6 +24,11 @@ with headless Chromium:
   - login through the form on / shows the user; logout removes the cookie, /whoami is then 401;
   - document.cookie does not show the HttpOnly session cookie;
   - with --timeout 2 the session is gone after 3 idle seconds (also for a replayed cookie);
+  - logging in does not log the user out: 5 rounds (fresh contexts) of 20 concurrent
+    GET /counter fetches with the login POST in their middle; each answers 200 or 409, the user
+    is logged in afterwards with the cookie the login set, and no increment is lost or doubled;
+  - with --renew-every 1 --grace 5, 30 concurrent GET /counter fetches that renew the id all
+    answer 200, the final count is exact (32) and the cookie changed (3 rounds);
   - over HTTPS (self-signed certificate made with openssl): a Secure cookie named __Host-vishnu,
     counter, login and logout;
   - SameSite=Strict: an auto-submitting form on http://127.0.0.1:PORT POSTing to the demo's
@@ -378,6 +383,187 @@ await section('idle timeout (--timeout 2)', async () => {
     await replay.close();
   } finally {
     await context.close();
+    await demo.stop();
+  }
+});
+
+// Every response the page receives, with its Set-Cookie headers as the browser saw them (HttpOnly
+// included: Playwright reads the raw headers over CDP). `done()` waits for the pending reads.
+function recordResponses(page) {
+  const pending = [];
+  const listener = (r) => {
+    pending.push(r.headersArray().then(
+      (h) => ({
+        path: new URL(r.url()).pathname,
+        status: r.status(),
+        setCookies: h.filter((x) => x.name.toLowerCase() === 'set-cookie').flatMap((x) => x.value.split('\n')),
+      }),
+      (e) => ({ path: new URL(r.url()).pathname, status: r.status(), setCookies: [], error: String(e) }),
+    ));
+  };
+  page.on('response', listener);
+  return {
+    async done() {
+      page.off('response', listener);
+      return Promise.all(pending);
+    },
+  };
+}
+
+// A Set-Cookie for `name` that removes it: empty value, Max-Age <= 0 or an Expires in the past.
+function isRemoval(setCookie, name) {
+  if (!setCookie.startsWith(`${name}=`)) return false;
+  const value = setCookie.slice(name.length + 1).split(';')[0];
+  const maxAge = /;\s*max-age=(-?\d+)/i.exec(setCookie);
+  const expires = /;\s*expires=([^;]+)/i.exec(setCookie);
+  return value === '' || (maxAge && Number(maxAge[1]) <= 0) || (expires && Date.parse(expires[1]) < Date.now());
+}
+
+function setCookieValue(setCookie, name) {
+  return setCookie.startsWith(`${name}=`) ? setCookie.slice(name.length + 1).split(';')[0] : null;
+}
+
+// In the page: GET /counter `count` times at once (no await between them), as fetch() does.
+function counterBurst(page, count) {
+  return page.evaluate(async (n) => {
+    const one = () => fetch('/counter', { credentials: 'same-origin' }).then(async (r) => ({ status: r.status, body: (await r.text()).trim() }));
+    return Promise.all(Array.from({ length: n }, one));
+  }, count);
+}
+
+await section('logging in does not log the user out (login in the middle of a /counter burst)', async () => {
+  const demo = await startDemo('login-burst', []);
+  const base = `http://127.0.0.1:${demo.port}`;
+  const ROUNDS = 5;
+  const rounds = [];
+  try {
+    for (let round = 1; round <= ROUNDS; round++) {
+      const context = await browser.newContext();
+      const page = await context.newPage();
+      try {
+        // The session exists before the burst (count 1): a burst without one would start 20 sessions.
+        const first = await page.goto(`${base}/counter`);
+        const setup = await bodyOf(first);
+        const pre = sessionCookie(await context.cookies(), 'vishnu');
+        const rec = recordResponses(page);
+        // 10 counter fetches, the login, 10 more: all in flight together, awaited at the end.
+        const burst = await page.evaluate(async () => {
+          const counter = () => fetch('/counter', { credentials: 'same-origin' })
+            .then(async (r) => ({ status: r.status, body: (await r.text()).trim() }));
+          const counters = [];
+          for (let i = 0; i < 10; i++) counters.push(counter());
+          const login = fetch('/login', {
+            method: 'POST',
+            body: new URLSearchParams({ user: 'ada' }),
+            credentials: 'same-origin',
+            redirect: 'manual',
+          }).then((r) => ({ type: r.type, status: r.status }));
+          for (let i = 0; i < 10; i++) counters.push(counter());
+          return { counters: await Promise.all(counters), login: await login };
+        });
+        const seen = await rec.done();
+        const who = await page.evaluate(async () => {
+          const r = await fetch('/whoami', { credentials: 'same-origin' });
+          return { status: r.status, body: (await r.text()).trim() };
+        });
+        const post = sessionCookie(await context.cookies(), 'vishnu');
+        const [final] = await counterBurst(page, 1);
+        const loginSeen = seen.filter((s) => s.path === '/login');
+        const loginIds = loginSeen.flatMap((s) => s.setCookies).map((c) => setCookieValue(c, 'vishnu')).filter(Boolean);
+        rounds.push({
+          round, setup, pre: pre && pre.value, post: post && post.value, burst, seen, who, final, loginSeen, loginIds,
+        });
+      } finally {
+        await context.close();
+      }
+    }
+    const fails = (pred) => rounds.filter((r) => !pred(r)).map((r) => r.round);
+    const statuses = rounds.flatMap((r) => r.burst.counters.map((c) => c.status));
+    const n200 = statuses.filter((s) => s === 200).length;
+    const n409 = statuses.filter((s) => s === 409).length;
+    const show = (bad, f) => (bad.length ? rounds.filter((r) => bad.includes(r.round)).map(f) : undefined);
+
+    let bad = fails((r) => r.setup === '1' && !!r.pre);
+    check(`each of ${ROUNDS} fresh contexts starts with a session (GET /counter answers 1)`, bad.length === 0, show(bad, (r) => [r.round, r.setup]));
+    bad = fails((r) => r.loginSeen.length === 1 && r.loginSeen[0].status === 303 && r.burst.login.type === 'opaqueredirect');
+    check('the login POST in the middle of the burst answers 303 (redirect not followed)', bad.length === 0,
+      show(bad, (r) => [r.round, r.loginSeen.map((s) => s.status), r.burst.login]));
+    bad = fails((r) => r.burst.counters.every((c) => c.status === 200 || c.status === 409));
+    check(`every /counter of the bursts answers 200 or 409 (${ROUNDS} rounds: ${n200} x 200, ${n409} x 409)`, bad.length === 0,
+      show(bad, (r) => [r.round, r.burst.counters.map((c) => c.status)]));
+    bad = fails((r) => r.who.status === 200 && r.who.body === 'ada');
+    check('after the burst /whoami in the page answers 200 "ada" (still logged in)', bad.length === 0, show(bad, (r) => [r.round, r.who]));
+    bad = fails((r) => r.loginIds.length === 1 && !!r.post && r.post === r.loginIds[0] && r.post !== r.pre);
+    check('the browser holds the cookie the login set (a new id, not the pre-login one)', bad.length === 0,
+      show(bad, (r) => ({ round: r.round, pre: r.pre, post: r.post, login: r.loginIds, reverted: r.post === r.pre })));
+    bad = fails((r) => r.seen.every((s) => !s.error && s.setCookies.every((c) => !isRemoval(c, 'vishnu'))));
+    check('no response of the bursts removes the session cookie', bad.length === 0,
+      show(bad, (r) => [r.round, r.seen.filter((s) => s.error || s.setCookies.some((c) => isRemoval(c, 'vishnu')))]));
+    bad = fails((r) => r.seen.every((s) => s.path !== '/counter' || s.status !== 409 || s.setCookies.length === 0));
+    check('a 409 answer carries no Set-Cookie', bad.length === 0, show(bad, (r) => [r.round, r.seen.filter((s) => s.status === 409)]));
+    // The session data carries over the login: the setup GET and every 200 counted, 409s did not.
+    bad = fails((r) => {
+      const ok = r.burst.counters.filter((c) => c.status === 200);
+      const bodies = new Set(ok.map((c) => c.body));
+      return r.final.status === 200 && bodies.size === ok.length && !bodies.has('1')
+        && Number(r.final.body) === 1 + ok.length + 1;
+    });
+    check('the final /counter = 1 + setup + the 200 answers (no increment lost, none counted twice)', bad.length === 0,
+      show(bad, (r) => ({ round: r.round, final: r.final, answers: r.burst.counters.map((c) => `${c.status}:${c.body}`) })));
+  } finally {
+    await demo.stop();
+  }
+});
+
+await section('a renewal in the middle of a burst loses no increment (--renew-every 1 --grace 5)', async () => {
+  const demo = await startDemo('renew-burst', ['--renew-every', '1', '--grace', '5']);
+  const base = `http://127.0.0.1:${demo.port}`;
+  const ROUNDS = 3;
+  const rounds = [];
+  try {
+    for (let round = 1; round <= ROUNDS; round++) {
+      const context = await browser.newContext();
+      const page = await context.newPage();
+      try {
+        const first = await page.goto(`${base}/counter`);
+        const setup = await bodyOf(first);
+        const before = sessionCookie(await context.cookies(), 'vishnu');
+        await sleep(1200); // the next use renews the id
+        const rec = recordResponses(page);
+        const burst = await counterBurst(page, 30);
+        const seen = await rec.done();
+        const [final] = await counterBurst(page, 1);
+        const after = sessionCookie(await context.cookies(), 'vishnu');
+        const ids = [...new Set(seen.flatMap((s) => s.setCookies).map((c) => setCookieValue(c, 'vishnu')).filter(Boolean))];
+        rounds.push({ round, setup, before: before && before.value, after: after && after.value, burst, seen, final, ids });
+      } finally {
+        await context.close();
+      }
+    }
+    const fails = (pred) => rounds.filter((r) => !pred(r)).map((r) => r.round);
+    const show = (bad, f) => (bad.length ? rounds.filter((r) => bad.includes(r.round)).map(f) : undefined);
+
+    let bad = fails((r) => r.setup === '1' && !!r.before);
+    check(`GET /counter starts the session at 1 (${ROUNDS} rounds, fresh contexts)`, bad.length === 0, show(bad, (r) => [r.round, r.setup]));
+    bad = fails((r) => r.burst.every((c) => c.status === 200));
+    check('all 30 concurrent /counter fetches after 1.2 s answer 200', bad.length === 0,
+      show(bad, (r) => [r.round, r.burst.map((c) => `${c.status}:${c.body}`)]));
+    bad = fails((r) => r.burst.map((c) => Number(c.body)).sort((a, b) => a - b).join(',')
+      === Array.from({ length: 30 }, (_, i) => i + 2).join(','));
+    check('the 30 answers are exactly the counts 2..31 (each increment once)', bad.length === 0,
+      show(bad, (r) => [r.round, r.burst.map((c) => `${c.status}:${c.body}`)]));
+    bad = fails((r) => r.final.status === 200 && r.final.body === '32');
+    check('a final GET /counter answers 32', bad.length === 0, show(bad, (r) => [r.round, r.final]));
+    bad = fails((r) => r.ids.length >= 1 && !r.ids.includes(r.before));
+    check('the burst was sent a renewed id (Set-Cookie with a new value)', bad.length === 0,
+      show(bad, (r) => ({ round: r.round, before: r.before, set: r.ids })));
+    bad = fails((r) => !!r.after && r.after !== r.before);
+    check('the browser\'s session cookie changed (renewed)', bad.length === 0,
+      show(bad, (r) => ({ round: r.round, before: r.before, after: r.after })));
+    bad = fails((r) => r.seen.every((s) => !s.error && s.setCookies.every((c) => !isRemoval(c, 'vishnu'))));
+    check('no response of the burst removes the session cookie', bad.length === 0,
+      show(bad, (r) => [r.round, r.seen.filter((s) => s.error || s.setCookies.some((c) => isRemoval(c, 'vishnu')))]));
+  } finally {
     await demo.stop();
   }
 });
