@@ -2,12 +2,13 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
+pub use crate::clock::{Clock, SystemClock};
 use crate::codec::Codec;
-use crate::record::Millis;
+use crate::cookie::CookieAttributes;
+pub use crate::cookie::SameSite;
+pub use crate::record::Timeout;
 use crate::store::SessionStore;
 
 /// Shortest secret or encrypt key accepted, in bytes.
@@ -25,60 +26,6 @@ const WRITE_LOCK_STRIPES: usize = 1024;
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 /// Longest grace window accepted.
 const MAX_GRACE: Duration = Duration::from_secs(3600);
-/// Browsers cap cookie lifetimes at 400 days (RFC 6265bis); so do we.
-pub const MAX_COOKIE_AGE: Duration = Duration::from_secs(400 * 86_400);
-
-/// A session's lifetime policy: the configured default, or one session's own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Timeout {
-    /// Idle timeout in seconds: each use slides the expiry; the cookie carries Max-Age and Expires.
-    Seconds(u64),
-    /// A browser-session cookie (no Max-Age); the server keeps the record for
-    /// the configured browser-session TTL after its last use.
-    BrowserSession,
-}
-
-/// The cookie's SameSite attribute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SameSite {
-    /// Sent only on same-site requests.
-    Strict,
-    /// Sent on same-site requests and top-level cross-site navigations (the default).
-    Lax,
-    /// Sent on every request; requires `secure`.
-    None,
-}
-
-impl SameSite {
-    /// The attribute value as it appears in Set-Cookie.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SameSite::Strict => "Strict",
-            SameSite::Lax => "Lax",
-            SameSite::None => "None",
-        }
-    }
-}
-
-/// The source of the current time. Tests replace it to move time forward.
-pub trait Clock: Send + Sync + 'static {
-    /// Milliseconds since the Unix epoch.
-    fn now_millis(&self) -> Millis;
-}
-
-/// The system clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_millis(&self) -> Millis {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0)
-    }
-}
 
 /// A configuration value that was rejected by [`ConfigBuilder::build`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -143,12 +90,7 @@ pub struct Config {
 
 pub(crate) struct ConfigInner {
     pub(crate) codec: Codec,
-    pub(crate) cookie_name: String,
-    pub(crate) secure: bool,
-    pub(crate) http_only: bool,
-    pub(crate) same_site: SameSite,
-    pub(crate) domain: Option<String>,
-    pub(crate) path: String,
+    pub(crate) cookie: CookieAttributes,
     pub(crate) auto_save: bool,
     pub(crate) timeout: Timeout,
     pub(crate) absolute_timeout: Option<Duration>,
@@ -169,12 +111,7 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("secret", &"<redacted>")
             .field("encrypted", &c.codec.is_sealed())
-            .field("cookie_name", &c.cookie_name)
-            .field("secure", &c.secure)
-            .field("http_only", &c.http_only)
-            .field("same_site", &c.same_site)
-            .field("domain", &c.domain)
-            .field("path", &c.path)
+            .field("cookie", &c.cookie)
             .field("auto_save", &c.auto_save)
             .field("timeout", &c.timeout)
             .field("absolute_timeout", &c.absolute_timeout)
@@ -193,27 +130,27 @@ impl Config {
 
     /// The cookie name.
     pub fn cookie_name(&self) -> &str {
-        &self.inner.cookie_name
+        &self.inner.cookie.name
     }
     /// Whether the cookie is marked Secure.
     pub fn secure(&self) -> bool {
-        self.inner.secure
+        self.inner.cookie.secure
     }
     /// Whether the cookie is marked HttpOnly.
     pub fn http_only(&self) -> bool {
-        self.inner.http_only
+        self.inner.cookie.http_only
     }
     /// The cookie's SameSite attribute.
     pub fn same_site(&self) -> SameSite {
-        self.inner.same_site
+        self.inner.cookie.same_site
     }
     /// The cookie's Domain attribute, if any.
     pub fn domain(&self) -> Option<&str> {
-        self.inner.domain.as_deref()
+        self.inner.cookie.domain.as_deref()
     }
     /// The cookie's Path attribute.
     pub fn path(&self) -> &str {
-        &self.inner.path
+        &self.inner.cookie.path
     }
     /// Whether changes are saved at the end of a request without an explicit `save()`.
     pub fn auto_save(&self) -> bool {
@@ -525,12 +462,14 @@ impl ConfigBuilder {
         Ok(Config {
             inner: Arc::new(ConfigInner {
                 codec,
-                cookie_name: self.cookie_name,
-                secure: self.secure,
-                http_only: self.http_only,
-                same_site: self.same_site,
-                domain: self.domain,
-                path: self.path,
+                cookie: CookieAttributes {
+                    name: self.cookie_name,
+                    secure: self.secure,
+                    http_only: self.http_only,
+                    same_site: self.same_site,
+                    domain: self.domain,
+                    path: self.path,
+                },
                 auto_save: self.auto_save,
                 timeout,
                 absolute_timeout: self.absolute_timeout,

@@ -9,7 +9,6 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::config::{ConfigInner, MAX_COOKIE_AGE};
 use crate::record::Millis;
 
 /// Every value of the cookie called `name` across the given `Cookie` header values, in order.
@@ -46,15 +45,51 @@ fn trim(s: &[u8]) -> &[u8] {
     &s[start..end.max(start)]
 }
 
+/// The cookie's SameSite attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    /// Sent only on same-site requests.
+    Strict,
+    /// Sent on same-site requests and top-level cross-site navigations (the default).
+    Lax,
+    /// Sent on every request; requires `secure`.
+    None,
+}
+
+impl SameSite {
+    /// The attribute value as it appears in Set-Cookie.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SameSite::Strict => "Strict",
+            SameSite::Lax => "Lax",
+            SameSite::None => "None",
+        }
+    }
+}
+
+/// Browsers cap cookie lifetimes at 400 days (RFC 6265bis); so do we.
+pub const MAX_COOKIE_AGE: Duration = Duration::from_secs(400 * 86_400);
+
+/// The session cookie's name and attributes: all the cookie writer needs.
+#[derive(Debug, Clone)]
+pub(crate) struct CookieAttributes {
+    pub(crate) name: String,
+    pub(crate) secure: bool,
+    pub(crate) http_only: bool,
+    pub(crate) same_site: SameSite,
+    pub(crate) domain: Option<String>,
+    pub(crate) path: String,
+}
+
 /// A `Set-Cookie` value that issues `value`, persistent until `expires_at` if given.
 pub(crate) fn issue(
-    config: &ConfigInner,
+    config: &CookieAttributes,
     value: &str,
     expires_at: Option<Millis>,
     now: Millis,
 ) -> String {
-    let mut out = String::with_capacity(config.cookie_name.len() + value.len() + 128);
-    out.push_str(&config.cookie_name);
+    let mut out = String::with_capacity(config.name.len() + value.len() + 128);
+    out.push_str(&config.name);
     out.push('=');
     out.push_str(value);
     if let Some(expires_at) = expires_at {
@@ -75,15 +110,15 @@ pub(crate) fn issue(
 
 /// A `Set-Cookie` value that removes the cookie: the same Path, Domain, Secure,
 /// HttpOnly and SameSite as the issued one, so that browsers match and drop it.
-pub(crate) fn removal(config: &ConfigInner) -> String {
-    let mut out = String::with_capacity(config.cookie_name.len() + 128);
-    out.push_str(&config.cookie_name);
+pub(crate) fn removal(config: &CookieAttributes) -> String {
+    let mut out = String::with_capacity(config.name.len() + 128);
+    out.push_str(&config.name);
     out.push_str("=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT");
     attributes(config, &mut out);
     out
 }
 
-fn attributes(config: &ConfigInner, out: &mut String) {
+fn attributes(config: &CookieAttributes, out: &mut String) {
     if let Some(domain) = &config.domain {
         out.push_str("; Domain=");
         out.push_str(domain);

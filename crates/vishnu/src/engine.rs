@@ -11,16 +11,17 @@ use std::time::Duration;
 use http::HeaderValue;
 use serde_json::{Map, Value};
 
-use crate::codec::{CodecError, KeyUsed};
-pub(crate) use crate::config::ConfigInner as Runtime;
-use crate::config::{Clock, Config, ConfigInner, Timeout};
+use crate::clock::{Clock, SystemClock};
+use crate::codec::CodecError;
+use crate::config::{Config, ConfigInner, Timeout};
 use crate::cookie;
 use crate::error::SessionError;
 use crate::forward;
 use crate::id::{SessionId, StoreKey, ID_LEN};
 use crate::record::{Millis, MoveReason, Moved, Record};
-use crate::session::{CookieHeaders, Live, Pending, Session, State};
-use crate::store::{Cleanup, SaveOutcome, SessionStore, StoreError};
+use crate::runtime::millis;
+use crate::state::{CookieAction, CookieHeaders, Live, Pending, Session, State};
+use crate::store::{Cleanup, SaveOutcome, StoreError};
 use crate::users::{self, SessionInfo};
 
 /// How many times a save retries after version conflicts before giving up.
@@ -48,28 +49,6 @@ pub(crate) enum Write {
     Cycle,
     /// A new id; the old one is served the same session for the renewal grace.
     Renew,
-}
-
-impl Runtime {
-    /// The current time from the configured clock.
-    pub(crate) fn now(&self) -> Millis {
-        self.clock.now_millis()
-    }
-
-    /// The server-side store, or [`SessionError::Unsupported`] with the cookie store.
-    pub(crate) fn server_store(&self) -> Result<&dyn SessionStore, SessionError> {
-        if self.client_side {
-            return Err(SessionError::Unsupported(
-                "the cookie store keeps no server state: a user's sessions cannot be listed or revoked",
-            ));
-        }
-        Ok(&*self.store)
-    }
-
-    /// Whether a record is past its idle or absolute timeout.
-    pub(crate) fn is_expired(&self, record: &Record, now: Millis) -> bool {
-        is_expired(self, record, now)
-    }
 }
 
 /// The framework-free core. Fronts call [`begin`](Engine::begin) when a
@@ -165,35 +144,17 @@ impl Engine {
         let config = &*self.config.inner;
         let now = config.clock.now_millis();
         let state = session.state();
-        if state.superseded {
-            // The id was cycled away: neither a removal nor a new id, so that
-            // a request that raced a login cannot log the browser out again.
-            return Ok(None);
-        }
-        match &state.live {
-            Some(live) => {
-                let reissue = match state.incoming {
-                    Some((id, used)) => id != live.id || used == KeyUsed::Fallback,
-                    None => true,
-                };
-                if !(state.cookie_dirty || reissue) {
-                    return Ok(None);
-                }
+        match (state.cookie_action(), &state.live) {
+            (CookieAction::Issue, Some(live)) => {
                 let value = encode_cookie(config, live)?;
-                let expires = match effective_timeout(&self.config, &state) {
+                let expires = match state.timeout(config.timeout) {
                     Timeout::Seconds(_) => Some(live.record.expires_at),
                     Timeout::BrowserSession => None,
                 };
-                Ok(Some(cookie::issue(config, &value, expires, now)))
+                Ok(Some(cookie::issue(&config.cookie, &value, expires, now)))
             }
-            // Only a browser that sent our cookie gets a removal cookie: answering a
-            // cookie-less request (say, a cross-site POST to a logout route, which a
-            // SameSite=Strict cookie does not accompany) with one would let another
-            // site log the user out of their browser.
-            None if state.had_cookie && (state.terminated || state.loaded) => {
-                Ok(Some(cookie::removal(config)))
-            }
-            None => Ok(None),
+            (CookieAction::Remove, _) => Ok(Some(cookie::removal(&config.cookie))),
+            _ => Ok(None),
         }
     }
 
@@ -260,42 +221,6 @@ impl Engine {
     }
 }
 
-/// This session's timeout: its pending change, else its stored one, else the configured one.
-pub(crate) fn effective_timeout(config: &Config, state: &State) -> Timeout {
-    state
-        .pending
-        .timeout
-        .or_else(|| state.live.as_ref().and_then(|l| l.record.timeout))
-        .unwrap_or(config.inner.timeout)
-}
-
-fn millis(d: Duration) -> Millis {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn idle_millis(config: &ConfigInner, timeout: Timeout) -> Millis {
-    match timeout {
-        Timeout::Seconds(s) => s.saturating_mul(1000),
-        Timeout::BrowserSession => millis(config.browser_session_ttl),
-    }
-}
-
-/// When a session created at `created_at` and used at `now` expires.
-fn expires_at(config: &ConfigInner, created_at: Millis, now: Millis, timeout: Timeout) -> Millis {
-    let idle = now.saturating_add(idle_millis(config, timeout));
-    match config.absolute_timeout {
-        Some(abs) => idle.min(created_at.saturating_add(millis(abs))),
-        None => idle,
-    }
-}
-
-fn is_expired(config: &ConfigInner, record: &Record, now: Millis) -> bool {
-    record.is_expired(now)
-        || config
-            .absolute_timeout
-            .is_some_and(|abs| now >= record.created_at.saturating_add(millis(abs)))
-}
-
 /// Decodes the request's cookie once: the first value that authenticates wins.
 fn decode(session: &Session, state: &mut State) {
     if state.decoded {
@@ -310,13 +235,13 @@ fn decode(session: &Session, state: &mut State) {
         .as_slice()
         .iter()
         .map(HeaderValue::as_bytes);
-    for value in cookie::cookie_values(headers, &config.cookie_name) {
+    for value in cookie::cookie_values(headers, &config.cookie.name) {
         state.had_cookie = true;
         match config.codec.decode(value) {
             Ok((payload, used)) if config.client_side => match client_side_record(&payload) {
                 Some((id, record)) => {
                     state.incoming = Some((id, used));
-                    if !is_expired(config, &record, config.clock.now_millis()) {
+                    if !config.is_expired(&record, config.clock.now_millis()) {
                         state.live = Some(Live::new(id, id.store_key(), record));
                     }
                     state.loaded = true;
@@ -350,7 +275,7 @@ fn encode_cookie(config: &ConfigInner, live: &Live) -> Result<String, SessionErr
         config.codec.encode(live.id.as_bytes())
     };
     let value = value.map_err(|_| SessionError::Random)?;
-    let size = config.cookie_name.len() + 1 + value.len();
+    let size = config.cookie.name.len() + 1 + value.len();
     if size > crate::codec::MAX_COOKIE_BYTES {
         return Err(SessionError::CookieTooLarge { size });
     }
@@ -368,7 +293,7 @@ fn client_side_record(payload: &[u8]) -> Option<(SessionId, Record)> {
 fn invalid_cookie(error: CodecError) {
     static LAST: AtomicU64 = AtomicU64::new(0);
     static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
-    let now = crate::config::SystemClock.now_millis() / 1000;
+    let now = SystemClock.now_millis() / 1000;
     let last = LAST.load(Ordering::Relaxed);
     if now > last
         && LAST
@@ -403,7 +328,7 @@ async fn lookup(config: &ConfigInner, id: SessionId, key: StoreKey) -> Result<Fo
         };
         let now = config.clock.now_millis();
         let Some(moved) = &record.moved else {
-            if is_expired(config, &record, now) {
+            if config.is_expired(&record, now) {
                 // Expiry is enforced here, whatever the cookie or the store's TTL says.
                 tracing::debug!(%key, "session expired");
                 if let Err(e) = config.store.delete(&key).await {
@@ -503,7 +428,7 @@ async fn reload(
 ) -> Result<(), SessionError> {
     let config = &*session.inner.config.inner;
     match config.store.load(key).await? {
-        Some(fresh) if fresh.moved.is_none() && !is_expired(config, &fresh, now) => {
+        Some(fresh) if fresh.moved.is_none() && !config.is_expired(&fresh, now) => {
             session.state().live = Some(Live::new(live_id, key.clone(), fresh));
             Ok(())
         }
@@ -574,7 +499,7 @@ pub(crate) async fn persist(
         // One copy of the stored record per attempt: it becomes the new record.
         let (live, pending, timeout) = {
             let state = session.state();
-            let timeout = effective_timeout(&session.inner.config, &state);
+            let timeout = state.timeout(config.timeout);
             let live = state
                 .live
                 .as_ref()
@@ -585,12 +510,12 @@ pub(crate) async fn persist(
             Some((id, key, version, mut r)) => {
                 r.version = version.wrapping_add(1);
                 r.last_access = now;
-                r.expires_at = expires_at(config, r.created_at, now, timeout);
+                r.expires_at = config.expires_at(r.created_at, now, timeout);
                 (Some((id, key, version)), r)
             }
             None => (
                 None,
-                Record::new(Map::new(), now, expires_at(config, now, now, timeout)),
+                Record::new(Map::new(), now, config.expires_at(now, now, timeout)),
             ),
         };
         pending.apply(&mut record.data);
@@ -930,12 +855,12 @@ async fn refresh(session: &Session) {
     let (key, new_expiry, persistent) = {
         let state = session.state();
         let Some(live) = &state.live else { return };
-        let timeout = effective_timeout(&session.inner.config, &state);
-        let idle = idle_millis(config, timeout);
+        let timeout = state.timeout(config.timeout);
+        let idle = config.idle_millis(timeout);
         if now.saturating_sub(live.record.last_access) < idle / REFRESH_DIVISOR {
             return;
         }
-        let new_expiry = expires_at(config, live.record.created_at, now, timeout);
+        let new_expiry = config.expires_at(live.record.created_at, now, timeout);
         (
             live.key.clone(),
             new_expiry,

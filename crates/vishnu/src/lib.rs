@@ -46,6 +46,7 @@
 
 #[cfg(feature = "axum")]
 mod axum;
+mod clock;
 pub mod codec;
 mod config;
 pub mod cookie;
@@ -54,7 +55,9 @@ mod error;
 mod forward;
 pub mod id;
 pub mod record;
+mod runtime;
 mod session;
+mod state;
 pub mod store;
 pub mod tower;
 mod users;

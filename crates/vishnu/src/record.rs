@@ -8,8 +8,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::time::Duration;
 
-use crate::Timeout;
-
 /// Milliseconds since the Unix epoch.
 pub type Millis = u64;
 
@@ -19,6 +17,17 @@ pub const RECORD_FORMAT: u32 = 1;
 /// Upper bound on an encoded record accepted from a store (16 MiB): a store
 /// that returns more is treated as corrupt rather than exhausting memory.
 pub const MAX_RECORD_BYTES: usize = 16 << 20;
+
+/// A session's lifetime policy: the configured default, or one session's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Timeout {
+    /// Idle timeout in seconds: each use slides the expiry; the cookie carries Max-Age and Expires.
+    Seconds(u64),
+    /// A browser-session cookie (no Max-Age); the server keeps the record for
+    /// the configured browser-session TTL after its last use.
+    BrowserSession,
+}
 
 /// One session as a store keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

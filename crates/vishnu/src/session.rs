@@ -3,196 +3,21 @@
 //! A handle is created for every request by the engine and is cheap to clone.
 //! Nothing touches the store until a method needs the stored data: a request
 //! that never uses its session costs no store I/O and sends no cookie.
-//!
-//! Changes are kept as a delta (the keys this request set or removed), not as a
-//! whole copy of the data: saving applies the delta to what the store holds,
-//! and when a concurrent request saved first, the engine reloads and applies
-//! the delta again. Two requests that set different keys both keep theirs.
+//! The data behind the handle is in [`crate::state`]; the store I/O in [`crate::engine`].
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-
-use http::HeaderValue;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::codec::KeyUsed;
-use crate::config::{Config, Timeout};
+use crate::config::Timeout;
 use crate::engine::{self, Write};
 use crate::error::SessionError;
-use crate::id::{SessionId, StoreKey};
-use crate::record::Record;
+use crate::id::StoreKey;
+use crate::state::view;
+pub use crate::state::Session;
 use crate::users::{self, SessionInfo};
 
-/// The session of the current request.
-///
-/// Get it with the axum extractor (`session: vishnu::Session` as a handler
-/// argument) or, in a plain tower service, from the request extensions.
-/// Reads load the stored session lazily on first use; `set`, `remove` and
-/// `clear` are recorded and written by [`save`](Session::save) (or at the end
-/// of the request with `auto_save`).
-#[derive(Clone)]
-pub struct Session {
-    pub(crate) inner: Arc<Inner>,
-}
-
-pub(crate) struct Inner {
-    pub(crate) config: Config,
-    pub(crate) cookies: CookieHeaders,
-    pub(crate) used: AtomicBool,
-    pub(crate) state: Mutex<State>,
-}
-
-/// A request's `Cookie` header values. Almost every request has at most one,
-/// so that case is kept without a separate allocation.
-pub(crate) enum CookieHeaders {
-    None,
-    One(HeaderValue),
-    Many(Vec<HeaderValue>),
-}
-
-impl CookieHeaders {
-    pub(crate) fn collect(headers: impl IntoIterator<Item = HeaderValue>) -> Self {
-        let mut it = headers.into_iter();
-        match (it.next(), it.next()) {
-            (None, _) => Self::None,
-            (Some(one), None) => Self::One(one),
-            (Some(a), Some(b)) => {
-                let mut all = vec![a, b];
-                all.extend(it);
-                Self::Many(all)
-            }
-        }
-    }
-
-    pub(crate) fn as_slice(&self) -> &[HeaderValue] {
-        match self {
-            Self::None => &[],
-            Self::One(one) => std::slice::from_ref(one),
-            Self::Many(all) => all,
-        }
-    }
-}
-
-/// The stored session this request is attached to, as last read or written.
-#[derive(Clone)]
-pub(crate) struct Live {
-    pub(crate) id: SessionId,
-    /// `id.store_key()`, computed once (it is a SHA-256).
-    pub(crate) key: StoreKey,
-    pub(crate) record: Record,
-}
-
-impl Live {
-    pub(crate) fn new(id: SessionId, key: StoreKey, record: Record) -> Self {
-        Self { id, key, record }
-    }
-}
-
-/// Changes made by this request and not yet saved.
-#[derive(Clone, Default)]
-pub(crate) struct Pending {
-    pub(crate) cleared: bool,
-    pub(crate) changes: BTreeMap<String, Option<Value>>,
-    pub(crate) timeout: Option<Timeout>,
-    /// The user to bind the session to.
-    pub(crate) user: Option<String>,
-    /// The session's new label.
-    pub(crate) label: Option<String>,
-}
-
-impl Pending {
-    pub(crate) fn is_empty(&self) -> bool {
-        !self.cleared
-            && self.changes.is_empty()
-            && self.timeout.is_none()
-            && self.user.is_none()
-            && self.label.is_none()
-    }
-
-    /// Applies the delta to `data`.
-    pub(crate) fn apply(&self, data: &mut Map<String, Value>) {
-        if self.cleared {
-            data.clear();
-        }
-        for (k, v) in &self.changes {
-            match v {
-                Some(v) => {
-                    data.insert(k.clone(), v.clone());
-                }
-                None => {
-                    data.remove(k);
-                }
-            }
-        }
-    }
-}
-
-#[derive(Default)]
-pub(crate) struct State {
-    /// The cookie has been decoded.
-    pub(crate) decoded: bool,
-    /// The stored record has been loaded (or found absent).
-    pub(crate) loaded: bool,
-    /// A cookie with our name arrived (valid or not).
-    pub(crate) had_cookie: bool,
-    /// The id the cookie carried, and which key authenticated it.
-    pub(crate) incoming: Option<(SessionId, KeyUsed)>,
-    pub(crate) live: Option<Live>,
-    pub(crate) pending: Pending,
-    /// `terminate()` was called (or another request terminated the session).
-    pub(crate) terminated: bool,
-    /// The cookie's id was cycled away (within the cycle grace window): no
-    /// session, no cookie of ours, and writes fail with `Superseded`.
-    pub(crate) superseded: bool,
-    /// A Set-Cookie must go out for the live session (new id, new expiry).
-    pub(crate) cookie_dirty: bool,
-}
-
-impl std::fmt::Debug for Session {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let state = self.state();
-        f.debug_struct("Session")
-            .field("loaded", &state.loaded)
-            .field("live", &state.live.as_ref().map(|l| l.id))
-            .field(
-                "pending_keys",
-                &state.pending.changes.keys().collect::<Vec<_>>(),
-            )
-            .field("terminated", &state.terminated)
-            .field("superseded", &state.superseded)
-            .finish()
-    }
-}
-
 impl Session {
-    pub(crate) fn new(config: Config, cookies: CookieHeaders) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                config,
-                cookies,
-                used: AtomicBool::new(false),
-                state: Mutex::new(State::default()),
-            }),
-        }
-    }
-
-    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
-        // State is only mutated in small, panic-free sections.
-        self.inner
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn mark_used(&self) {
-        if !self.inner.used.load(Ordering::Relaxed) {
-            self.inner.used.store(true, Ordering::Relaxed);
-        }
-    }
-
     async fn loaded(&self) -> Result<(), SessionError> {
         self.mark_used();
         engine::ensure_loaded(self).await
@@ -543,7 +368,7 @@ impl Session {
     /// This session's timeout: its own if set, else the configured default.
     pub fn timeout(&self) -> Timeout {
         let state = self.state();
-        engine::effective_timeout(&self.inner.config, &state)
+        state.timeout(self.inner.config.inner.timeout)
     }
 
     /// Whether the session exists in the store (it was loaded, or saved by this request).
@@ -555,18 +380,4 @@ impl Session {
     pub fn has_pending_changes(&self) -> bool {
         !self.state().pending.is_empty()
     }
-}
-
-/// The value of `key` as this request sees it: its own changes over the stored data.
-fn view(state: &State, key: &str) -> Option<Value> {
-    if let Some(change) = state.pending.changes.get(key) {
-        return change.clone();
-    }
-    if state.pending.cleared {
-        return None;
-    }
-    state
-        .live
-        .as_ref()
-        .and_then(|l| l.record.data.get(key).cloned())
 }

@@ -29,11 +29,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
-use crate::config::MAX_COOKIE_AGE;
-use crate::engine::Runtime;
+use crate::cookie::MAX_COOKIE_AGE;
 use crate::error::SessionError;
 use crate::id::StoreKey;
 use crate::record::{Millis, Record};
+use crate::runtime::Runtime;
 use crate::store::SaveOutcome;
 
 /// How many compare-and-set rounds an index change tries before giving up.

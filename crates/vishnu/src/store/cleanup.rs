@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
-use crate::config::{Clock, SystemClock};
+use crate::clock::{Clock, SystemClock};
 use crate::store::SessionStore;
 
 /// Shortest period accepted, so that a zero `every` cannot spin.

@@ -76,7 +76,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::config::{Clock, SystemClock};
+use crate::clock::{Clock, SystemClock};
 use crate::id::StoreKey;
 use crate::record::{Millis, Record, MAX_RECORD_BYTES};
 use crate::store::{

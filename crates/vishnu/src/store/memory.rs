@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::config::{Clock, SystemClock};
+use crate::clock::{Clock, SystemClock};
 use crate::id::StoreKey;
 use crate::record::{Millis, Record};
 use crate::store::{Cleanup, SaveOutcome, SessionStore, StoreError};
