@@ -1,8 +1,8 @@
 //! `vishnu._vishnu`: the Rust engine for the Python package.
 //!
 //! A few thin classes: `Engine` (one per `vishnu.session.Config`), `Store`
-//! (opened from a URL, or wrapping a store written in Python) and `Session`
-//! (one per request). Values cross the boundary as JSON text; every call that
+//! (opened from a URL, or wrapping a store written in Python), `Session`
+//! (one per request) and `ManualClock` (a time source tests move forward). Values cross the boundary as JSON text; every call that
 //! may touch the store releases the GIL while it waits.
 
 #![forbid(unsafe_code)]
@@ -10,6 +10,7 @@
 mod pystore;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use http::HeaderValue;
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 use serde_json::Value;
 use tokio::runtime::Runtime;
 use vishnu::{SameSite, SessionStore, Timeout};
@@ -38,6 +40,18 @@ create_exception!(
     SessionTerminated,
     SessionError,
     "Another request terminated the session; the changes were not saved."
+);
+create_exception!(
+    _vishnu,
+    Superseded,
+    SessionError,
+    "Another request (a login) gave the session a new id; this request's old id grants nothing, so its changes were not saved. The WSGI middleware answers 409 without a cookie."
+);
+create_exception!(
+    _vishnu,
+    Unsupported,
+    SessionError,
+    "The operation needs a server-side store: the cookie store keeps no server state, so a user's sessions cannot be listed or revoked."
 );
 
 fn runtime() -> PyResult<&'static Runtime> {
@@ -69,11 +83,39 @@ fn to_py(err: vishnu::SessionError) -> PyErr {
     match err {
         vishnu::SessionError::Store(e) => StoreError::new_err(e.to_string()),
         vishnu::SessionError::Terminated => SessionTerminated::new_err(err.to_string()),
+        vishnu::SessionError::Superseded => Superseded::new_err(err.to_string()),
+        // The class names it unsupported; the message says what and why.
+        vishnu::SessionError::Unsupported(what) => Unsupported::new_err(what),
         vishnu::SessionError::Serialize { .. } | vishnu::SessionError::Deserialize { .. } => {
             PyTypeError::new_err(err.to_string())
         }
         other => SessionError::new_err(other.to_string()),
     }
+}
+
+/// One of a user's sessions as a dict (the keys are `SessionInfo`'s fields).
+fn info_dict<'py>(py: Python<'py>, info: vishnu::SessionInfo) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("handle", info.handle)?;
+    d.set_item("created_at", info.created_at)?;
+    d.set_item("last_access", info.last_access)?;
+    d.set_item("expires_at", info.expires_at)?;
+    d.set_item("label", info.label)?;
+    d.set_item("current", info.current)?;
+    Ok(d)
+}
+
+fn info_list(py: Python<'_>, list: Vec<vishnu::SessionInfo>) -> PyResult<Vec<Bound<'_, PyDict>>> {
+    list.into_iter().map(|i| info_dict(py, i)).collect()
+}
+
+/// A grace window in seconds (fractions allowed) as a `Duration`.
+fn grace(option: &str, seconds: f64) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(seconds).map_err(|_| {
+        PyValueError::new_err(format!(
+            "{option} must be a number of seconds from 0 to 3600, got {seconds}"
+        ))
+    })
 }
 
 fn parse_json(key: &str, json: &str) -> PyResult<Value> {
@@ -130,6 +172,46 @@ impl Store {
     }
 }
 
+/// A time source that only moves when told to: tests use it to pass a grace
+/// window or a renewal period without sleeping. Starts at the system time.
+#[pyclass(frozen, module = "vishnu._vishnu")]
+struct ManualClock {
+    now: Arc<AtomicU64>,
+}
+
+struct SharedClock(Arc<AtomicU64>);
+
+impl vishnu::Clock for SharedClock {
+    fn now_millis(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[pymethods]
+impl ManualClock {
+    #[new]
+    fn new() -> Self {
+        let now = vishnu::Clock::now_millis(&vishnu::SystemClock);
+        Self {
+            now: Arc::new(AtomicU64::new(now)),
+        }
+    }
+
+    /// Moves the clock forward by `seconds` (fractions allowed).
+    fn advance(&self, seconds: f64) -> PyResult<()> {
+        let step = Duration::try_from_secs_f64(seconds)
+            .map_err(|_| PyValueError::new_err("advance: a non-negative number of seconds"))?;
+        let millis = u64::try_from(step.as_millis()).unwrap_or(u64::MAX);
+        self.now.fetch_add(millis, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The clock's time in milliseconds since the epoch.
+    fn now_millis(&self) -> u64 {
+        self.now.load(Ordering::Relaxed)
+    }
+}
+
 /// The engine for one configuration.
 #[pyclass(frozen, module = "vishnu._vishnu")]
 struct Engine {
@@ -139,7 +221,7 @@ struct Engine {
 #[pymethods]
 impl Engine {
     #[new]
-    #[pyo3(signature = (*, secret, store, fallback_secrets=Vec::new(), cookie_name="vishnu".to_owned(), encrypt_key=None, fallback_encrypt_keys=Vec::new(), secure=true, http_only=true, same_site="Lax".to_owned(), domain=None, path="/".to_owned(), auto_save=false, timeout=None, absolute_timeout=None))]
+    #[pyo3(signature = (*, secret, store, fallback_secrets=Vec::new(), cookie_name="vishnu".to_owned(), encrypt_key=None, fallback_encrypt_keys=Vec::new(), secure=true, http_only=true, same_site="Lax".to_owned(), domain=None, path="/".to_owned(), auto_save=false, timeout=None, absolute_timeout=None, renew_every=None, cycle_grace=10.0, renew_grace=10.0, clock=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         secret: Vec<u8>,
@@ -156,6 +238,10 @@ impl Engine {
         auto_save: bool,
         timeout: Option<u64>,
         absolute_timeout: Option<u64>,
+        renew_every: Option<u64>,
+        cycle_grace: f64,
+        renew_grace: f64,
+        clock: Option<PyRef<'_, ManualClock>>,
     ) -> PyResult<Self> {
         let same_site = match same_site.to_ascii_lowercase().as_str() {
             "strict" => SameSite::Strict,
@@ -175,7 +261,9 @@ impl Engine {
             .http_only(http_only)
             .same_site(same_site)
             .path(path)
-            .auto_save(auto_save);
+            .auto_save(auto_save)
+            .cycle_grace(grace("cycle_grace", cycle_grace)?)
+            .renew_grace(grace("renew_grace", renew_grace)?);
         for s in fallback_secrets {
             b = b.fallback_secret(s);
         }
@@ -194,6 +282,12 @@ impl Engine {
         if let Some(t) = absolute_timeout {
             b = b.absolute_timeout(Duration::from_secs(t));
         }
+        if let Some(every) = renew_every {
+            b = b.renew_every(Duration::from_secs(every));
+        }
+        if let Some(clock) = clock {
+            b = b.clock(Arc::new(SharedClock(clock.now.clone())));
+        }
         let config = b
             .build()
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
@@ -211,6 +305,25 @@ impl Engine {
             engine: self.inner.clone(),
             finished: Mutex::new(false),
         }
+    }
+
+    /// `user`'s live sessions, most recently used first, as dicts (none `current`).
+    fn sessions_of<'py>(&self, py: Python<'py>, user: String) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let engine = self.inner.clone();
+        let list = block_on(py, async move { engine.sessions_of(&user).await })?.map_err(to_py)?;
+        info_list(py, list)
+    }
+
+    /// Ends `user`'s session with this handle; False when the user has none with it.
+    fn revoke(&self, py: Python<'_>, user: String, handle: String) -> PyResult<bool> {
+        let engine = self.inner.clone();
+        block_on(py, async move { engine.revoke(&user, &handle).await })?.map_err(to_py)
+    }
+
+    /// Ends every session of `user`; returns how many.
+    fn revoke_all(&self, py: Python<'_>, user: String) -> PyResult<usize> {
+        let engine = self.inner.clone();
+        block_on(py, async move { engine.revoke_all(&user).await })?.map_err(to_py)
     }
 }
 
@@ -315,6 +428,59 @@ impl Session {
         block_on(py, async move { s.cycle_id().await })?.map_err(to_py)
     }
 
+    /// Binds the session to `user` (written by the next save).
+    fn set_user(&self, user: &str) {
+        self.inner.set_user(user);
+    }
+
+    /// Binds the session to `user` and cycles its id. Saves.
+    fn login(&self, py: Python<'_>, user: String) -> PyResult<()> {
+        let s = self.inner.clone();
+        block_on(py, async move { s.login(&user).await })?.map_err(to_py)
+    }
+
+    /// The user the session is bound to, or None.
+    fn user(&self, py: Python<'_>) -> PyResult<Option<String>> {
+        let s = self.inner.clone();
+        block_on(py, async move { s.user().await })?.map_err(to_py)
+    }
+
+    /// Sets the label shown when the user's sessions are listed (written by the next save).
+    fn set_label(&self, label: &str) {
+        self.inner.set_label(label);
+    }
+
+    /// The session's handle, or None until it is bound to a user and saved.
+    fn handle(&self, py: Python<'_>) -> PyResult<Option<String>> {
+        let s = self.inner.clone();
+        block_on(py, async move { s.handle().await })?.map_err(to_py)
+    }
+
+    /// The sessions of this session's user as dicts, this one `current`.
+    fn sessions<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let s = self.inner.clone();
+        let list = block_on(py, async move { s.sessions().await })?.map_err(to_py)?;
+        info_list(py, list)
+    }
+
+    /// Ends the session of this session's user with this handle; False when there is none.
+    fn revoke(&self, py: Python<'_>, handle: String) -> PyResult<bool> {
+        let s = self.inner.clone();
+        block_on(py, async move { s.revoke(&handle).await })?.map_err(to_py)
+    }
+
+    /// Ends every other session of this session's user; returns how many.
+    fn revoke_others(&self, py: Python<'_>) -> PyResult<usize> {
+        let s = self.inner.clone();
+        block_on(py, async move { s.revoke_others().await })?.map_err(to_py)
+    }
+
+    /// Ends every session of this session's user, this one included; returns how many.
+    fn revoke_all(&self, py: Python<'_>) -> PyResult<usize> {
+        let s = self.inner.clone();
+        block_on(py, async move { s.revoke_all().await })?.map_err(to_py)
+    }
+
     /// This session's own timeout in seconds, or None for a browser-session cookie.
     #[pyo3(signature = (seconds=None))]
     fn set_timeout(&self, seconds: Option<u64>) -> PyResult<()> {
@@ -367,8 +533,11 @@ fn _vishnu(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Engine>()?;
     m.add_class::<Session>()?;
     m.add_class::<Store>()?;
+    m.add_class::<ManualClock>()?;
     m.add("SessionError", m.py().get_type::<SessionError>())?;
     m.add("StoreError", m.py().get_type::<StoreError>())?;
     m.add("SessionTerminated", m.py().get_type::<SessionTerminated>())?;
+    m.add("Superseded", m.py().get_type::<Superseded>())?;
+    m.add("Unsupported", m.py().get_type::<Unsupported>())?;
     Ok(())
 }

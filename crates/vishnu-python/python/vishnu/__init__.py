@@ -14,6 +14,12 @@ carries only a random session id, and the data, as JSON, in a store.
         session = vishnu.get_session()
         session["user"] = "ada"
         session.save()
+
+A user's sessions: ``session.login(user_id)`` binds the session to a user
+(and cycles its id); ``session.sessions()``, ``session.revoke(handle)``,
+``session.revoke_others()`` and ``session.revoke_all()`` list and end them, as
+do ``vishnu.sessions_of(config, user)``, ``vishnu.revoke(config, user, handle)``
+and ``vishnu.revoke_all(config, user)`` outside a request.
 """
 import contextvars
 
@@ -32,4 +38,37 @@ def get_session():
     return _current.get()
 
 
-__all__ = ["get_session", "__version__", "__version_info__"]
+def _check_str(name, value):
+    if not isinstance(value, str):
+        raise TypeError("%s must be str, got %s" % (name, type(value).__name__))
+    return value
+
+
+def sessions_of(config, user):
+    """``user``'s live sessions in ``config``'s store, most recently used first:
+    dicts with ``handle``, ``created_at``, ``last_access``, ``expires_at`` (ms since
+    the epoch), ``label`` and ``current`` (always False here; see ``Session.sessions()``).
+
+    Raises ``vishnu.session.Unsupported`` with the cookie store.
+    """
+    return config._get_engine().sessions_of(_check_str("user", user))
+
+
+def revoke(config, user, handle):
+    """Ends ``user``'s session with ``handle``; False when the user has none with it
+    (a handle of another user's session is refused the same way).
+
+    Raises ``vishnu.session.Unsupported`` with the cookie store.
+    """
+    return config._get_engine().revoke(_check_str("user", user), _check_str("handle", handle))
+
+
+def revoke_all(config, user):
+    """Ends every session of ``user`` ("log out everywhere"); returns how many.
+
+    Raises ``vishnu.session.Unsupported`` with the cookie store.
+    """
+    return config._get_engine().revoke_all(_check_str("user", user))
+
+
+__all__ = ["get_session", "sessions_of", "revoke", "revoke_all", "__version__", "__version_info__"]

@@ -1,12 +1,23 @@
 """The WSGI middleware (the original's ``vishnu.middleware``)."""
 import logging
+import sys
 
 import vishnu
-from vishnu.session import Session, SessionError
+from vishnu.session import Session, SessionError, Superseded
 
 log = logging.getLogger("vishnu")
 
 __all__ = ["SessionMiddleware"]
+
+
+_CONFLICT_BODY = b"Conflict: the session changed; retry"
+
+
+def _conflict(start_response, exc_info=None):
+    """409 without a cookie of ours: the request's id was cycled away (a login)."""
+    start_response("409 Conflict", [("Content-Type", "text/plain; charset=utf-8"),
+                                    ("Content-Length", str(len(_CONFLICT_BODY)))], exc_info)
+    return [_CONFLICT_BODY]
 
 
 def _status_code(status):
@@ -22,8 +33,11 @@ class SessionMiddleware(object):
     The Set-Cookie header is added when the application calls
     ``start_response``; changes made afterwards, while the body streams, are
     saved when the response is closed. A store failure while saving turns the
-    response into an empty 500. An exception from the application propagates
-    unchanged and leaves no session behind.
+    response into an empty 500. A request whose session id another request
+    cycled away (a login) within ``cycle_grace`` gets a 409 without any cookie
+    of ours, when the application raises :class:`vishnu.session.Superseded`
+    or a save at the end of the request fails with it. Any other exception
+    from the application propagates unchanged and leaves no session behind.
     """
 
     def __init__(self, app, config):
@@ -40,6 +54,14 @@ class SessionMiddleware(object):
             state["status"] = code
             try:
                 cookie = session._native.finish(code)
+            except Superseded:
+                log.info("vishnu: a write with a session id cycled away by another request: answering 409")
+                state["failed"] = True
+                return start_response(
+                    "409 Conflict",
+                    [("Content-Type", "text/plain"), ("Content-Length", "0")],
+                    exc_info,
+                )
             except SessionError as e:
                 log.error("vishnu: session could not be saved, answering 500: %s", e)
                 state["failed"] = True
@@ -56,6 +78,10 @@ class SessionMiddleware(object):
         token = vishnu._current.set(session)
         try:
             result = self.app(environ, session_start_response)
+        except Superseded:
+            # The engine sends no cookie for a superseded id: nothing to finish.
+            log.info("vishnu: a write with a session id cycled away by another request: answering 409")
+            return _conflict(start_response, sys.exc_info())
         finally:
             vishnu._current.reset(token)
         return _Response(result, session, state)

@@ -1,15 +1,32 @@
-"""Sessions and their configuration (the original's ``vishnu.session``)."""
+"""Sessions and their configuration (the original's ``vishnu.session``).
+
+Exceptions, all subclasses of :class:`SessionError`:
+
+- :class:`StoreError`: the store failed (unreachable, timed out, corrupt data).
+- :class:`SessionTerminated`: another request terminated the session; nothing was saved.
+- :class:`Superseded`: another request (a login) cycled the session's id while
+  this request still carried the old one; nothing was saved. The WSGI
+  middleware answers such a request 409, without a cookie.
+- :class:`Unsupported`: the operation needs a server-side store; with the
+  cookie store (``Url("cookie")``) a user's sessions cannot be listed or revoked.
+"""
 import json
+import math
+import numbers
 import threading
 
 from vishnu import _vishnu
-from vishnu._vishnu import SessionError, SessionTerminated, StoreError
+from vishnu._vishnu import SessionError, SessionTerminated, StoreError, Superseded, Unsupported
 
 TIMEOUT_SESSION = "timeout_session"
 SECRET_MIN_LEN = 32
 ENCRYPT_KEY_MIN_LEN = 32
 DEFAULT_COOKIE_NAME = "vishnu"
 DEFAULT_PATH = "/"
+#: The default of ``cycle_grace`` and ``renew_grace``, in seconds.
+DEFAULT_GRACE = 10
+#: The longest grace window accepted, in seconds.
+MAX_GRACE = 3600
 #: Kept for compatibility: the original's signature length in hex characters.
 SIG_LENGTH = 128
 #: Kept for compatibility: the original's session id length; ids are now 128 random bits.
@@ -25,6 +42,8 @@ __all__ = [
     "SessionError",
     "SessionTerminated",
     "StoreError",
+    "Superseded",
+    "Unsupported",
     "TIMEOUT_SESSION",
     "DEFAULT_COOKIE_NAME",
     "DEFAULT_PATH",
@@ -48,20 +67,50 @@ def _check_timeout(timeout, name="timeout"):
     return timeout or None
 
 
+def _check_renew_every(value):
+    """None (no renewal) or a whole number of seconds, at least 1."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError("renew_every must be a whole number of seconds or None, got %r" % (value,))
+    if not math.isfinite(value) or value != int(value):
+        raise ValueError("renew_every must be a whole number of seconds, got %r" % (value,))
+    if value < 1:
+        raise ValueError("renew_every must be at least 1 second, got %r" % (value,))
+    return int(value)
+
+
+def _check_grace(value, name):
+    """A number of seconds from 0 to MAX_GRACE (fractions allowed)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError("%s must be a number of seconds, got %r" % (name, value))
+    if not (math.isfinite(value) and 0 <= value <= MAX_GRACE):
+        raise ValueError("%s must be from 0 to %d seconds, got %r" % (name, MAX_GRACE, value))
+    return value
+
+
 class Config(object):
     """Session configuration, validated as the original validated it.
 
     Arguments beyond the original's: ``same_site`` ("Strict", "Lax" or "None"),
     ``fallback_secrets`` and ``fallback_encrypt_keys`` (older keys still
     accepted, with cookies re-issued under the current ones), and
-    ``absolute_timeout`` (seconds from creation that activity never extends).
+    ``absolute_timeout`` (seconds from creation that activity never extends),
+    ``renew_every`` (give a used session a new id at most once per this many
+    whole seconds; None, the default, never renews), ``cycle_grace`` (after
+    ``cycle_id()`` or ``login()``, how long a request with the old id gets no
+    cookie at all and has its writes refused with :class:`Superseded`; default
+    10 seconds) and ``renew_grace`` (after a renewal, how long the old id is
+    still served the session and sent the new id; default 10 seconds). Grace
+    windows are 0 to 3600 seconds, fractions allowed.
     The store connection is opened on first use, not here.
     """
 
     def __init__(self, secret, cookie_name=None, encrypt_key=None, secure=True, domain=None,
                  path=None, http_only=True, auto_save=False, timeout=None, backend=None,
                  same_site="Lax", fallback_secrets=(), fallback_encrypt_keys=(),
-                 absolute_timeout=None):
+                 absolute_timeout=None, renew_every=None, cycle_grace=DEFAULT_GRACE,
+                 renew_grace=DEFAULT_GRACE):
         from vishnu.backend.config import Base
 
         if secret is None or len(secret) < SECRET_MIN_LEN:
@@ -86,6 +135,9 @@ class Config(object):
         self._auto_save = auto_save
         self._timeout = _check_timeout(timeout)
         self._absolute_timeout = _check_timeout(absolute_timeout, "absolute_timeout")
+        self._renew_every = _check_renew_every(renew_every)
+        self._cycle_grace = _check_grace(cycle_grace, "cycle_grace")
+        self._renew_grace = _check_grace(renew_grace, "renew_grace")
         if same_site not in SAME_SITE_VALUES:
             raise ValueError("same_site must be one of %s" % ", ".join(SAME_SITE_VALUES))
         self._same_site = same_site
@@ -95,6 +147,8 @@ class Config(object):
         self._lock = threading.Lock()
         self._store = None
         self._engine = None
+        # Tests set a _vishnu.ManualClock here, before first use, to move time forward.
+        self._clock = None
 
     secret = property(lambda self: self._secret, doc="The signing secret.")
     cookie_name = property(lambda self: self._cookie_name, doc="The cookie name.")
@@ -108,6 +162,9 @@ class Config(object):
     same_site = property(lambda self: self._same_site, doc="The cookie SameSite attribute.")
     absolute_timeout = property(lambda self: self._absolute_timeout, doc="The absolute timeout in seconds, or None.")
     fallback_secrets = property(lambda self: self._fallback_secrets, doc="Older secrets still accepted.")
+    renew_every = property(lambda self: self._renew_every, doc="The renewal period in seconds, or None.")
+    cycle_grace = property(lambda self: self._cycle_grace, doc="The grace window after cycle_id() in seconds.")
+    renew_grace = property(lambda self: self._renew_grace, doc="The grace window after a renewal in seconds.")
 
     @property
     def timeout(self):
@@ -150,6 +207,10 @@ class Config(object):
                     auto_save=bool(self._auto_save),
                     timeout=self._timeout,
                     absolute_timeout=self._absolute_timeout,
+                    renew_every=self._renew_every,
+                    cycle_grace=float(self._cycle_grace),
+                    renew_grace=float(self._renew_grace),
+                    clock=self._clock,
                 )
             return self._engine
 
@@ -159,6 +220,12 @@ def _dumps(key, value):
         return json.dumps(value, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as e:
         raise TypeError("session value %r is not JSON-serializable: %s" % (key, e)) from None
+
+
+def _check_user(user):
+    if not isinstance(user, str):
+        raise TypeError("user must be str, got %s" % type(user).__name__)
+    return user
 
 
 def _check_key(key):
@@ -243,8 +310,64 @@ class Session(object):
         self._native.terminate()
 
     def cycle_id(self):
-        """Gives the session a new id (call after login); the old id stops working. Saves."""
+        """Gives the session a new id (call after login); the old id stops working. Saves.
+
+        For the configured ``cycle_grace`` a request that still carries the old
+        id gets no cookie at all and its writes raise :class:`Superseded`.
+        Raises :class:`Superseded` when another request cycled the id first.
+        """
         self._native.cycle_id()
+
+    # -- identity ----------------------------------------------------------------
+    def login(self, user):
+        """Binds the session to ``user`` (a user id, str) and cycles its id: what a login handler calls. Saves."""
+        self._native.login(_check_user(user))
+
+    def set_user(self, user):
+        """Binds the session to ``user`` (written by the next save); call ``cycle_id()`` too, or use ``login()``."""
+        self._native.set_user(_check_user(user))
+
+    @property
+    def user(self):
+        """The user the session is bound to, or None. Loads the session."""
+        return self._native.user()
+
+    def set_label(self, label):
+        """Sets the label shown when the user's sessions are listed (say, the User-Agent). Written by the next save."""
+        if not isinstance(label, str):
+            raise TypeError("label must be str, got %s" % type(label).__name__)
+        self._native.set_label(label)
+
+    @property
+    def handle(self):
+        """The session's handle: opaque, stable across id changes, never an id.
+        None until the session is bound to a user and saved."""
+        return self._native.handle()
+
+    def sessions(self):
+        """The sessions of this session's user, most recently used first: dicts with
+        ``handle``, ``created_at``, ``last_access``, ``expires_at`` (ms since the epoch),
+        ``label`` and ``current`` (this session). Empty when no user is bound.
+        Raises :class:`Unsupported` with the cookie store."""
+        return self._native.sessions()
+
+    def revoke(self, handle):
+        """Ends this session's user's session with ``handle``; False when the user has
+        none with it. Raises :class:`Unsupported` with the cookie store."""
+        if not isinstance(handle, str):
+            raise TypeError("handle must be str, got %s" % type(handle).__name__)
+        return self._native.revoke(handle)
+
+    def revoke_others(self):
+        """Ends every other session of this session's user ("log out my other devices");
+        returns how many. Raises :class:`Unsupported` with the cookie store."""
+        return self._native.revoke_others()
+
+    def revoke_all(self):
+        """Ends every session of this session's user, this one included, and removes
+        this request's cookie ("log out everywhere"); returns how many.
+        Raises :class:`Unsupported` with the cookie store."""
+        return self._native.revoke_all()
 
     @property
     def timeout(self):
