@@ -7,13 +7,14 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
 
 import vishnu
-from vishnu.backend import Memory
+from vishnu.backend import Memory, Redis
 from vishnu.middleware import SessionMiddleware
 from vishnu.session import Config
 
@@ -73,6 +74,22 @@ def routes(environ, start_response):
         return ok("failed", "503 Service Unavailable")
     if cmd == "keys":
         return ok(",".join(session.keys()))
+    # A user's sessions: /login/<user>[/<label>], /user, /sessions, /revoke/<handle>, ...
+    if cmd == "login":
+        if len(parts) > 2:
+            session.set_label(parts[2])
+        session.login(parts[1])
+        return ok("welcome")
+    if cmd == "user":
+        return ok(session.user or "none")
+    if cmd == "sessions":
+        return ok(json.dumps(session.sessions()))
+    if cmd == "revoke":
+        return ok(json.dumps(session.revoke(parts[1])))
+    if cmd == "revoke-others":
+        return ok(session.revoke_others())
+    if cmd == "revoke-all":
+        return ok(session.revoke_all())
     return ok("not found", "404 Not Found")
 
 
@@ -219,6 +236,12 @@ def pytest_runtest_makereport(item, call):
     if under_ci() and report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = "skipped under CI, where no test may skip: %s" % (report.longrepr,)
+
+
+def redis_backend():
+    """The Redis server that scripts/test.sh starts, as a Redis backend."""
+    url = urllib.parse.urlsplit(require_env("VISHNU_REDIS_URL"))
+    return Redis(host=url.hostname, port=url.port, db=int((url.path or "/0").strip("/") or 0))
 
 
 def require_env(name):

@@ -10,16 +10,11 @@ import urllib.parse
 
 import pytest
 
-from vishnu.backend import MySQL, Postgres, PyMemcache, Redis, RedisCluster, SQLite, Url
+from vishnu.backend import MySQL, Postgres, PyMemcache, RedisCluster, SQLite, Url
 from vishnu.middleware import SessionMiddleware
 from vishnu.util import delete_expired_sessions
 
-from conftest import Caller, config, free_port, require_env, routes, skip_or_fail, wait_http
-
-
-def redis_backend():
-    url = urllib.parse.urlsplit(require_env("VISHNU_REDIS_URL"))
-    return Redis(host=url.hostname, port=url.port, db=int((url.path or "/0").strip("/") or 0))
+from conftest import Caller, config, free_port, redis_backend, require_env, routes, skip_or_fail, wait_http
 
 
 def exercise(caller):
