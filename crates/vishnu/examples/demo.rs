@@ -278,7 +278,7 @@ struct LoginForm {
 
 async fn login(session: Session, headers: HeaderMap, Form(form): Form<LoginForm>) -> Response {
     let user = form.user.trim();
-    if user.is_empty() || user.len() > 64 {
+    if user.is_empty() || user.chars().count() > 64 {
         return (StatusCode::BAD_REQUEST, "user: 1 to 64 characters").into_response();
     }
     if let Err(e) = session.set("user", user) {

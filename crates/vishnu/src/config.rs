@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::clock::{Clock, SystemClock};
-use crate::codec::Codec;
 use crate::cookie::CookieAttributes;
 pub use crate::cookie::SameSite;
 pub use crate::record::Timeout;
@@ -20,8 +19,6 @@ pub const DEFAULT_PATH: &str = "/";
 /// How long the server keeps a browser-session (no timeout) record after its
 /// last use, unless configured otherwise: one day, the original's `dormant_for`.
 pub const DEFAULT_BROWSER_SESSION_TTL: Duration = Duration::from_secs(86_400);
-/// How many locks the writes of this process's requests are spread over.
-const WRITE_LOCK_STRIPES: usize = 1024;
 /// The default grace window of [`ConfigBuilder::cycle_grace`] and [`ConfigBuilder::renew_grace`].
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 /// Longest grace window accepted.
@@ -85,11 +82,14 @@ pub enum ConfigError {
 /// Cheap to clone (an `Arc` inside). Build one with [`Config::builder`].
 #[derive(Clone)]
 pub struct Config {
-    pub(crate) inner: Arc<ConfigInner>,
+    pub(crate) inner: Arc<Settings>,
 }
 
-pub(crate) struct ConfigInner {
-    pub(crate) codec: Codec,
+pub(crate) struct Settings {
+    /// The secrets: `[0]` signs, all verify.
+    pub(crate) secrets: Vec<Vec<u8>>,
+    /// The encryption keys: `[0]` seals, all open (empty: signed only).
+    pub(crate) encrypt_keys: Vec<Vec<u8>>,
     pub(crate) cookie: CookieAttributes,
     pub(crate) auto_save: bool,
     pub(crate) timeout: Timeout,
@@ -98,10 +98,10 @@ pub(crate) struct ConfigInner {
     pub(crate) cycle_grace: Duration,
     pub(crate) renew_every: Option<Duration>,
     pub(crate) renew_grace: Duration,
-    pub(crate) store: Arc<dyn SessionStore>,
-    pub(crate) client_side: bool,
-    /// Writes to one session from this process take turns (see `engine::persist`).
-    pub(crate) write_locks: Box<[tokio::sync::Mutex<()>]>,
+    /// The store the engine runs with: private, so that the engine reaches
+    /// it only through its `Persistence` (no store calls in cookie mode).
+    store: Arc<dyn SessionStore>,
+    /// The clock the engine runs with.
     pub(crate) clock: Arc<dyn Clock>,
 }
 
@@ -110,7 +110,7 @@ impl fmt::Debug for Config {
         let c = &self.inner;
         f.debug_struct("Config")
             .field("secret", &"<redacted>")
-            .field("encrypted", &c.codec.is_sealed())
+            .field("encrypted", &!c.encrypt_keys.is_empty())
             .field("cookie", &c.cookie)
             .field("auto_save", &c.auto_save)
             .field("timeout", &c.timeout)
@@ -178,7 +178,7 @@ impl Config {
     }
     /// Whether cookie values are encrypted.
     pub fn encrypted(&self) -> bool {
-        self.inner.codec.is_sealed()
+        !self.inner.encrypt_keys.is_empty()
     }
     /// The store that holds the sessions.
     pub fn store(&self) -> &Arc<dyn SessionStore> {
@@ -447,21 +447,20 @@ impl ConfigBuilder {
         }
         let store = self.store.ok_or(ConfigError::MissingStore)?;
 
-        let mut secrets: Vec<&[u8]> = vec![&secret];
-        secrets.extend(self.fallback_secrets.iter().map(Vec::as_slice));
-        let mut keys: Vec<&[u8]> = self.encrypt_key.iter().map(Vec::as_slice).collect();
-        keys.extend(self.fallback_encrypt_keys.iter().map(Vec::as_slice));
-        if store.client_side() && keys.is_empty() {
+        let mut secrets = vec![secret];
+        secrets.extend(self.fallback_secrets);
+        let mut encrypt_keys: Vec<Vec<u8>> = self.encrypt_key.into_iter().collect();
+        encrypt_keys.extend(self.fallback_encrypt_keys);
+        if store.client_side() && encrypt_keys.is_empty() {
             // A cookie store always encrypts: without an encrypt key, the
             // encryption key is derived from the secret (HKDF, its own label).
-            keys.push(&secret);
-            keys.extend(self.fallback_secrets.iter().map(Vec::as_slice));
+            encrypt_keys.clone_from(&secrets);
         }
-        let codec = Codec::new(&self.cookie_name, &secrets, &keys);
 
         Ok(Config {
-            inner: Arc::new(ConfigInner {
-                codec,
+            inner: Arc::new(Settings {
+                secrets,
+                encrypt_keys,
                 cookie: CookieAttributes {
                     name: self.cookie_name,
                     secure: self.secure,
@@ -477,10 +476,6 @@ impl ConfigBuilder {
                 cycle_grace: self.cycle_grace,
                 renew_every: self.renew_every,
                 renew_grace: self.renew_grace,
-                client_side: store.client_side(),
-                write_locks: (0..WRITE_LOCK_STRIPES)
-                    .map(|_| tokio::sync::Mutex::new(()))
-                    .collect(),
                 store,
                 clock: self.clock,
             }),

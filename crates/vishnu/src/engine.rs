@@ -6,6 +6,7 @@
 //! conflict, which cookie to send.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderValue;
@@ -13,15 +14,15 @@ use serde_json::{Map, Value};
 
 use crate::clock::{Clock, SystemClock};
 use crate::codec::CodecError;
-use crate::config::{Config, ConfigInner, Timeout};
+use crate::config::{Config, Timeout};
 use crate::cookie;
 use crate::error::SessionError;
 use crate::forward;
 use crate::id::{SessionId, StoreKey, ID_LEN};
 use crate::record::{Millis, MoveReason, Moved, Record};
-use crate::runtime::millis;
+use crate::runtime::{millis, Runtime};
 use crate::state::{CookieAction, CookieHeaders, Live, Pending, Session, State};
-use crate::store::{Cleanup, SaveOutcome, StoreError};
+use crate::store::{Cleanup, SaveOutcome, SessionStore, StoreError};
 use crate::users::{self, SessionInfo};
 
 /// How many times a save retries after version conflicts before giving up.
@@ -53,9 +54,17 @@ pub(crate) enum Write {
 
 /// The framework-free core. Fronts call [`begin`](Engine::begin) when a
 /// request arrives and [`finish`](Engine::finish) when its response is ready.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Engine {
-    config: Config,
+    rt: Arc<Runtime>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.rt.config)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A callback that computes a key's new value from its current one (see [`Session::update`]).
@@ -67,18 +76,20 @@ pub(crate) type UpdateFn<'a> = (
 impl Engine {
     /// An engine for this configuration.
     pub fn new(config: Config) -> Self {
-        Self { config }
+        Self {
+            rt: Arc::new(Runtime::new(config)),
+        }
     }
 
     /// The configuration.
     pub fn config(&self) -> &Config {
-        &self.config
+        &self.rt.config
     }
 
     /// Starts a request: wraps its `Cookie` header values in a [`Session`].
     /// Nothing is decoded or loaded until the session is used.
     pub fn begin(&self, cookie_headers: impl IntoIterator<Item = HeaderValue>) -> Session {
-        Session::new(self.config.clone(), CookieHeaders::collect(cookie_headers))
+        Session::new(self.rt.clone(), CookieHeaders::collect(cookie_headers))
     }
 
     /// Ends a request whose response has status `status`: saves pending
@@ -96,7 +107,7 @@ impl Engine {
         if !session.inner.used.load(Ordering::Relaxed) {
             return Ok(None);
         }
-        let config = &*self.config.inner;
+        let config = &*self.rt;
         let server_error = status >= 500;
         let renew = !server_error && renewal_due(session);
         let mut renewed = false;
@@ -141,7 +152,7 @@ impl Engine {
         if !session.inner.used.load(Ordering::Relaxed) {
             return Ok(None);
         }
-        let config = &*self.config.inner;
+        let config = &*self.rt;
         let now = config.clock.now_millis();
         let state = session.state();
         match (state.cookie_action(), &state.live) {
@@ -167,7 +178,7 @@ impl Engine {
     /// # Errors
     /// A store error, or [`SessionError::Unsupported`] with the cookie store.
     pub async fn sessions_of(&self, user: &str) -> Result<Vec<SessionInfo>, SessionError> {
-        users::sessions_of(&self.config.inner, user, None).await
+        users::sessions_of(&self.rt, user, None).await
     }
 
     /// Ends `user`'s session with this handle. Returns `false` when the user
@@ -177,7 +188,7 @@ impl Engine {
     /// # Errors
     /// A store error, or [`SessionError::Unsupported`] with the cookie store.
     pub async fn revoke(&self, user: &str, handle: &str) -> Result<bool, SessionError> {
-        Ok(users::revoke_where(&self.config.inner, user, |h| h == handle).await? > 0)
+        Ok(users::revoke_where(&self.rt, user, |h| h == handle).await? > 0)
     }
 
     /// Ends every session of `user` ("log out everywhere"); returns how many.
@@ -188,7 +199,7 @@ impl Engine {
     /// # Errors
     /// A store error, or [`SessionError::Unsupported`] with the cookie store.
     pub async fn revoke_all(&self, user: &str) -> Result<usize, SessionError> {
-        users::revoke_where(&self.config.inner, user, |_| true).await
+        users::revoke_where(&self.rt, user, |_| true).await
     }
 
     /// Ends every session of `session`'s user except `session` itself ("log
@@ -212,12 +223,11 @@ impl Engine {
         dormant_for: Duration,
         limit: usize,
     ) -> Result<Cleanup, StoreError> {
-        let now = self.config.inner.clock.now_millis();
-        self.config
-            .inner
-            .store
-            .delete_expired(now, dormant_for, limit)
-            .await
+        let now = self.rt.now();
+        match self.rt.server() {
+            Some(store) => store.delete_expired(now, dormant_for, limit).await,
+            None => Ok(Cleanup::default()),
+        }
     }
 }
 
@@ -227,7 +237,7 @@ fn decode(session: &Session, state: &mut State) {
         return;
     }
     state.decoded = true;
-    let config = &session.inner.config.inner;
+    let config = &*session.inner.rt;
     let mut error = None;
     let headers = session
         .inner
@@ -238,7 +248,7 @@ fn decode(session: &Session, state: &mut State) {
     for value in cookie::cookie_values(headers, &config.cookie.name) {
         state.had_cookie = true;
         match config.codec.decode(value) {
-            Ok((payload, used)) if config.client_side => match client_side_record(&payload) {
+            Ok((payload, used)) if config.client_side() => match client_side_record(&payload) {
                 Some((id, record)) => {
                     state.incoming = Some((id, used));
                     if !config.is_expired(&record, config.clock.now_millis()) {
@@ -266,8 +276,8 @@ fn decode(session: &Session, state: &mut State) {
 
 /// The cookie value of a live session: its id, or with a client-side store
 /// the id followed by the whole record.
-fn encode_cookie(config: &ConfigInner, live: &Live) -> Result<String, SessionError> {
-    let value = if config.client_side {
+fn encode_cookie(config: &Runtime, live: &Live) -> Result<String, SessionError> {
+    let value = if config.client_side() {
         let mut payload = live.id.as_bytes().to_vec();
         payload.extend_from_slice(&live.record.to_json());
         config.codec.encode(&payload)
@@ -320,10 +330,15 @@ enum Found {
 }
 
 /// Loads what `id` names, following renewal forwards inside their grace window.
-async fn lookup(config: &ConfigInner, id: SessionId, key: StoreKey) -> Result<Found, SessionError> {
+async fn lookup(
+    config: &Runtime,
+    store: &dyn SessionStore,
+    id: SessionId,
+    key: StoreKey,
+) -> Result<Found, SessionError> {
     let (mut id, mut key) = (id, key);
     for _ in 0..MAX_HOPS {
-        let Some(record) = config.store.load(&key).await? else {
+        let Some(record) = store.load(&key).await? else {
             return Ok(Found::Absent);
         };
         let now = config.clock.now_millis();
@@ -331,7 +346,7 @@ async fn lookup(config: &ConfigInner, id: SessionId, key: StoreKey) -> Result<Fo
             if config.is_expired(&record, now) {
                 // Expiry is enforced here, whatever the cookie or the store's TTL says.
                 tracing::debug!(%key, "session expired");
-                if let Err(e) = config.store.delete(&key).await {
+                if let Err(e) = store.delete(&key).await {
                     tracing::warn!(%key, error = %e, "could not delete an expired session");
                 }
                 return Ok(Found::Absent);
@@ -358,26 +373,24 @@ async fn lookup(config: &ConfigInner, id: SessionId, key: StoreKey) -> Result<Fo
 
 /// Loads the stored record the cookie points to, once per request.
 pub(crate) async fn ensure_loaded(session: &Session) -> Result<(), SessionError> {
-    let (id, key) = {
+    let config = &*session.inner.rt;
+    let store = config.server();
+    let (store, id, key) = {
         let mut state = session.state();
         if state.loaded {
             return Ok(());
         }
         decode(session, &mut state);
-        if session.inner.config.inner.client_side {
-            state.loaded = true;
-            return Ok(());
-        }
-        match state.incoming {
-            Some((id, _)) => (id, id.store_key()),
-            None => {
+        match (store, state.incoming) {
+            (Some(store), Some((id, _))) => (store, id, id.store_key()),
+            // The cookie store decoded the record with the cookie; no id, nothing to load.
+            _ => {
                 state.loaded = true;
                 return Ok(());
             }
         }
     };
-    let config = &session.inner.config.inner;
-    let found = lookup(config, id, key).await?;
+    let found = lookup(config, store, id, key).await?;
     let mut state = session.state();
     if state.loaded {
         return Ok(());
@@ -400,13 +413,13 @@ pub(crate) async fn ensure_loaded(session: &Session) -> Result<(), SessionError>
 
 /// Whether the session's id is due for renewal.
 fn renewal_due(session: &Session) -> bool {
-    let config = &*session.inner.config.inner;
+    let config = &*session.inner.rt;
     let Some(every) = config.renew_every else {
         return false;
     };
     let state = session.state();
     match &state.live {
-        Some(live) if !config.client_side && !state.superseded && !state.terminated => {
+        Some(live) if !config.client_side() && !state.superseded && !state.terminated => {
             config
                 .clock
                 .now_millis()
@@ -422,12 +435,13 @@ fn renewal_due(session: &Session) -> bool {
 /// go to the session under its new id); a cycle forward means superseded.
 async fn reload(
     session: &Session,
+    store: &dyn SessionStore,
     live_id: SessionId,
     key: &StoreKey,
     now: Millis,
 ) -> Result<(), SessionError> {
-    let config = &*session.inner.config.inner;
-    match config.store.load(key).await? {
+    let config = &*session.inner.rt;
+    match store.load(key).await? {
         Some(fresh) if fresh.moved.is_none() && !config.is_expired(&fresh, now) => {
             session.state().live = Some(Live::new(live_id, key.clone(), fresh));
             Ok(())
@@ -441,7 +455,7 @@ async fn reload(
                 let Some(next) = forward::open(&live_id, &to) else {
                     return Err(gone(session));
                 };
-                match lookup(config, next, next.store_key()).await? {
+                match lookup(config, store, next, next.store_key()).await? {
                     Found::Live(live) => {
                         session.state().live = Some(live);
                         Ok(())
@@ -478,14 +492,14 @@ pub(crate) async fn persist(
     if session.state().superseded {
         return Err(SessionError::Superseded);
     }
-    let config = &*session.inner.config.inner;
-    let store = &config.store;
+    let config = &*session.inner.rt;
+    let server = config.server();
     // Requests of this process that write the same session take turns: under
     // sustained contention, optimistic retries alone can starve a request.
     // Compare-and-set still guards against other processes.
     let existing = session.state().live.as_ref().map(|l| l.key.clone());
-    let _turn = match (&existing, config.client_side) {
-        (Some(key), false) => Some(write_lock(config, key).lock().await),
+    let _turn = match (&existing, server) {
+        (Some(key), Some(_)) => Some(write_lock(config, key).lock().await),
         _ => None,
     };
     let mut started = std::time::Instant::now();
@@ -544,7 +558,7 @@ pub(crate) async fn persist(
         };
         let persistent = matches!(timeout, Timeout::Seconds(_));
 
-        if config.client_side {
+        let Some(store) = server else {
             // The record travels in the cookie: check now that it fits, so
             // the handler gets the error at save time.
             let id = match (&live, write) {
@@ -555,7 +569,7 @@ pub(crate) async fn persist(
             encode_cookie(config, &candidate)?;
             commit(session, candidate, true);
             return Ok(new_value);
-        }
+        };
 
         let Some((live_id, key, live_version)) = live else {
             // A new session: always a fresh id (a cookie's unknown id is never adopted).
@@ -582,7 +596,7 @@ pub(crate) async fn persist(
                     commit(session, Live::new(live_id, key, record), dirty);
                     return Ok(new_value);
                 }
-                SaveOutcome::Conflict => reload(session, live_id, &key, now).await?,
+                SaveOutcome::Conflict => reload(session, store, live_id, &key, now).await?,
                 SaveOutcome::Missing => return Err(gone(session)),
             }
             continue;
@@ -608,11 +622,11 @@ pub(crate) async fn persist(
             match list_moving(config, &record, &new_key, forgotten.as_deref(), bind).await {
                 Ok(true) => {}
                 Ok(false) => {
-                    discard(config, &new_key).await;
+                    discard(store, &new_key).await;
                     return Err(gone(session));
                 }
                 Err(e) => {
-                    discard(config, &new_key).await;
+                    discard(store, &new_key).await;
                     return Err(e);
                 }
             }
@@ -642,9 +656,9 @@ pub(crate) async fn persist(
                 return Ok(new_value);
             }
             Ok(SaveOutcome::Conflict) => {
-                discard(config, &new_key).await;
+                discard(store, &new_key).await;
                 let before = session.state().live.as_ref().map(|l| l.id);
-                reload(session, live_id, &key, now).await?;
+                reload(session, store, live_id, &key, now).await?;
                 let after = session.state().live.as_ref().map(|l| l.id);
                 if write == Write::Renew && before != after {
                     // Another request renewed it first: take its new id, so
@@ -653,11 +667,11 @@ pub(crate) async fn persist(
                 }
             }
             Ok(SaveOutcome::Missing) => {
-                discard(config, &new_key).await;
+                discard(store, &new_key).await;
                 return Err(gone(session));
             }
             Err(e) => {
-                discard(config, &new_key).await;
+                discard(store, &new_key).await;
                 return Err(e.into());
             }
         }
@@ -671,7 +685,7 @@ pub(crate) async fn persist(
 
 /// Lists `key` in the index of the record's user, under its handle.
 async fn list(
-    config: &ConfigInner,
+    config: &Runtime,
     record: &Record,
     key: &StoreKey,
     must_exist: bool,
@@ -680,7 +694,7 @@ async fn list(
 }
 
 async fn list_moving(
-    config: &ConfigInner,
+    config: &Runtime,
     record: &Record,
     key: &StoreKey,
     forget: Option<&str>,
@@ -696,13 +710,13 @@ async fn list_moving(
 
 /// Deletes the record of an id change that did not happen (best effort: the
 /// key was never sent to anybody, and the record expires anyway).
-async fn discard(config: &ConfigInner, key: &StoreKey) {
-    if let Err(e) = config.store.delete(key).await {
+async fn discard(store: &dyn SessionStore, key: &StoreKey) {
+    if let Err(e) = store.delete(key).await {
         tracing::warn!(%key, error = %e, "could not delete an abandoned session record");
     }
 }
 
-fn write_lock<'a>(config: &'a ConfigInner, key: &StoreKey) -> &'a tokio::sync::Mutex<()> {
+fn write_lock<'a>(config: &'a Runtime, key: &StoreKey) -> &'a tokio::sync::Mutex<()> {
     // Store keys are hex digests: their first characters are uniformly spread.
     let index = key.as_str().bytes().take(6).fold(0usize, |acc, b| {
         acc.wrapping_mul(16).wrapping_add(usize::from(b))
@@ -758,9 +772,9 @@ async fn backoff(attempt: u32, last_attempt: Duration) {
 
 /// Ends the session server-side, whether or not it was read first.
 pub(crate) async fn terminate(session: &Session) -> Result<(), SessionError> {
-    let config = &*session.inner.config.inner;
+    let config = &*session.inner.rt;
     decode(session, &mut session.state());
-    if !config.client_side {
+    if let Some(store) = config.server() {
         ensure_loaded(session).await?;
         let (superseded, live) = {
             let state = session.state();
@@ -775,7 +789,7 @@ pub(crate) async fn terminate(session: &Session) -> Result<(), SessionError> {
         }
         if let Some((id, key, version)) = live {
             let _turn = write_lock(config, &key).lock().await;
-            end(config, id, key, Some(version)).await?;
+            end(config, store, id, key, Some(version)).await?;
         }
     }
     let mut state = session.state();
@@ -792,12 +806,12 @@ pub(crate) async fn terminate(session: &Session) -> Result<(), SessionError> {
 /// delete), following any forward it finds: an id change that raced this
 /// terminate cannot leave the session alive under its new id.
 async fn end(
-    config: &ConfigInner,
+    config: &Runtime,
+    store: &dyn SessionStore,
     id: SessionId,
     key: StoreKey,
     mut expected: Option<u64>,
 ) -> Result<(), SessionError> {
-    let store = &config.store;
     let (mut id, mut key) = (id, key);
     let mut hops = 0;
     for _ in 0..MAX_ATTEMPTS {
@@ -850,7 +864,7 @@ async fn end(
 /// Reading is activity: slides the expiry of a session that was used, at most
 /// once per tenth of its timeout, without rewriting its data.
 async fn refresh(session: &Session) {
-    let config = &*session.inner.config.inner;
+    let config = &*session.inner.rt;
     let now = config.clock.now_millis();
     let (key, new_expiry, persistent) = {
         let state = session.state();
@@ -867,10 +881,9 @@ async fn refresh(session: &Session) {
             matches!(timeout, Timeout::Seconds(_)),
         )
     };
-    let touched = if config.client_side {
-        Ok(true)
-    } else {
-        config.store.touch(&key, now, new_expiry).await
+    let touched = match config.server() {
+        Some(store) => store.touch(&key, now, new_expiry).await,
+        None => Ok(true),
     };
     match touched {
         Ok(true) => {
@@ -879,7 +892,7 @@ async fn refresh(session: &Session) {
                 live.record.last_access = now;
                 live.record.expires_at = new_expiry;
             }
-            state.cookie_dirty |= persistent || config.client_side;
+            state.cookie_dirty |= persistent || config.client_side();
         }
         Ok(false) => {
             let mut state = session.state();

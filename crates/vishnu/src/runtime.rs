@@ -1,16 +1,83 @@
-//! The runtime behind a configuration: its clock, its store, and the rules
-//! of a session's lifetime (idle and absolute timeouts), shared by the engine
-//! and the user index.
+//! What an [`Engine`](crate::Engine) runs with: the validated [`Config`],
+//! where sessions persist, the cookie codec, the clock and this process's
+//! write locks; and the rules of a session's lifetime (idle and absolute
+//! timeouts), shared by the engine and the user index.
 
+use std::ops::Deref;
+use std::sync::Arc;
 use std::time::Duration;
 
-pub(crate) use crate::config::ConfigInner as Runtime;
-use crate::config::Timeout;
+use crate::clock::Clock;
+use crate::codec::Codec;
+use crate::config::{Config, Settings, Timeout};
 use crate::error::SessionError;
 use crate::record::{Millis, Record};
 use crate::store::SessionStore;
 
+/// How many locks the writes of this process's requests are spread over.
+const WRITE_LOCK_STRIPES: usize = 1024;
+
+/// Where sessions persist. The cookie mode has no store to call.
+pub(crate) enum Persistence {
+    /// Records in a server-side store; the cookie carries the id.
+    Server(Arc<dyn SessionStore>),
+    /// The whole record sealed in the cookie ([`CookieStore`](crate::CookieStore)).
+    Cookie,
+}
+
+/// The engine's runtime, built once per [`Engine`](crate::Engine).
+pub(crate) struct Runtime {
+    pub(crate) config: Config,
+    pub(crate) persistence: Persistence,
+    pub(crate) codec: Codec,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// Writes to one session from this process take turns (see `engine::persist`).
+    pub(crate) write_locks: Box<[tokio::sync::Mutex<()>]>,
+}
+
+impl Deref for Runtime {
+    type Target = Settings;
+    fn deref(&self) -> &Settings {
+        &self.config.inner
+    }
+}
+
 impl Runtime {
+    pub(crate) fn new(config: Config) -> Self {
+        let s = &config.inner;
+        let secrets: Vec<&[u8]> = s.secrets.iter().map(Vec::as_slice).collect();
+        let keys: Vec<&[u8]> = s.encrypt_keys.iter().map(Vec::as_slice).collect();
+        let codec = Codec::new(&s.cookie.name, &secrets, &keys);
+        let store = config.store();
+        let persistence = if store.client_side() {
+            Persistence::Cookie
+        } else {
+            Persistence::Server(store.clone())
+        };
+        Self {
+            codec,
+            persistence,
+            clock: s.clock.clone(),
+            write_locks: (0..WRITE_LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            config,
+        }
+    }
+
+    /// The server-side store, or `None` in cookie mode.
+    pub(crate) fn server(&self) -> Option<&dyn SessionStore> {
+        match &self.persistence {
+            Persistence::Server(store) => Some(&**store),
+            Persistence::Cookie => None,
+        }
+    }
+
+    /// Whether the record travels in the cookie.
+    pub(crate) fn client_side(&self) -> bool {
+        matches!(self.persistence, Persistence::Cookie)
+    }
+
     /// The current time from the configured clock.
     pub(crate) fn now(&self) -> Millis {
         self.clock.now_millis()
@@ -18,12 +85,9 @@ impl Runtime {
 
     /// The server-side store, or [`SessionError::Unsupported`] with the cookie store.
     pub(crate) fn server_store(&self) -> Result<&dyn SessionStore, SessionError> {
-        if self.client_side {
-            return Err(SessionError::Unsupported(
-                "the cookie store keeps no server state: a user's sessions cannot be listed or revoked",
-            ));
-        }
-        Ok(&*self.store)
+        self.server().ok_or(SessionError::Unsupported(
+            "the cookie store keeps no server state: a user's sessions cannot be listed or revoked",
+        ))
     }
 
     /// Whether a record is past its idle or absolute timeout.

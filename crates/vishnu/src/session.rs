@@ -282,7 +282,7 @@ impl Session {
     pub async fn sessions(&self) -> Result<Vec<SessionInfo>, SessionError> {
         let (user, key) = self.bound().await?;
         match user {
-            Some(user) => users::sessions_of(&self.inner.config.inner, &user, key.as_ref()).await,
+            Some(user) => users::sessions_of(&self.inner.rt, &user, key.as_ref()).await,
             None => Ok(Vec::new()),
         }
     }
@@ -294,9 +294,9 @@ impl Session {
     /// A store error, or [`SessionError::Unsupported`] with the cookie store.
     pub async fn revoke(&self, handle: &str) -> Result<bool, SessionError> {
         match self.bound().await?.0 {
-            Some(user) => Ok(
-                users::revoke_where(&self.inner.config.inner, &user, |h| h == handle).await? > 0,
-            ),
+            Some(user) => {
+                Ok(users::revoke_where(&self.inner.rt, &user, |h| h == handle).await? > 0)
+            }
             None => Ok(false),
         }
     }
@@ -311,10 +311,7 @@ impl Session {
         let handle = self.handle().await?;
         match user {
             Some(user) => {
-                users::revoke_where(&self.inner.config.inner, &user, |h| {
-                    Some(h) != handle.as_deref()
-                })
-                .await
+                users::revoke_where(&self.inner.rt, &user, |h| Some(h) != handle.as_deref()).await
             }
             None => Ok(0),
         }
@@ -328,7 +325,7 @@ impl Session {
     pub async fn revoke_all(&self) -> Result<usize, SessionError> {
         let (user, _) = self.bound().await?;
         let n = match user {
-            Some(user) => users::revoke_where(&self.inner.config.inner, &user, |_| true).await?,
+            Some(user) => users::revoke_where(&self.inner.rt, &user, |_| true).await?,
             None => 0,
         };
         self.terminate().await?;
@@ -337,7 +334,7 @@ impl Session {
 
     /// The stored user (pending bindings are not listed yet) and store key.
     async fn bound(&self) -> Result<(Option<String>, Option<StoreKey>), SessionError> {
-        self.inner.config.inner.server_store()?;
+        self.inner.rt.server_store()?;
         self.loaded().await?;
         let state = self.state();
         Ok(match &state.live {
@@ -368,7 +365,7 @@ impl Session {
     /// This session's timeout: its own if set, else the configured default.
     pub fn timeout(&self) -> Timeout {
         let state = self.state();
-        state.timeout(self.inner.config.inner.timeout)
+        state.timeout(self.inner.rt.timeout)
     }
 
     /// Whether the session exists in the store (it was loaded, or saved by this request).

@@ -16,9 +16,10 @@ use http::HeaderValue;
 use serde_json::{Map, Value};
 
 use crate::codec::KeyUsed;
-use crate::config::{Config, Timeout};
+use crate::config::Timeout;
 use crate::id::{SessionId, StoreKey};
 use crate::record::Record;
+use crate::runtime::Runtime;
 
 /// The session of the current request.
 ///
@@ -33,7 +34,7 @@ pub struct Session {
 }
 
 pub(crate) struct Inner {
-    pub(crate) config: Config,
+    pub(crate) rt: Arc<Runtime>,
     pub(crate) cookies: CookieHeaders,
     pub(crate) used: AtomicBool,
     pub(crate) state: Mutex<State>,
@@ -162,10 +163,10 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    pub(crate) fn new(config: Config, cookies: CookieHeaders) -> Self {
+    pub(crate) fn new(rt: Arc<Runtime>, cookies: CookieHeaders) -> Self {
         Self {
             inner: Arc::new(Inner {
-                config,
+                rt,
                 cookies,
                 used: AtomicBool::new(false),
                 state: Mutex::new(State::default()),
