@@ -717,11 +717,9 @@ async fn discard(store: &dyn SessionStore, key: &StoreKey) {
 }
 
 fn write_lock<'a>(config: &'a Runtime, key: &StoreKey) -> &'a tokio::sync::Mutex<()> {
-    // Store keys are hex digests: their first characters are uniformly spread.
-    let index = key.as_str().bytes().take(6).fold(0usize, |acc, b| {
-        acc.wrapping_mul(16).wrapping_add(usize::from(b))
-    });
-    &config.write_locks[index % config.write_locks.len()]
+    let stripes = config.write_locks.len() as u64;
+    let index = usize::try_from(key.digest_bits() % stripes).unwrap_or(0);
+    &config.write_locks[index]
 }
 
 fn commit(session: &Session, live: Live, cookie_dirty: bool) {

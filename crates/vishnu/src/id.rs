@@ -74,6 +74,13 @@ impl StoreKey {
         StoreKey(hex(&digest))
     }
 
+    /// 64 uniformly spread bits of the key's digest (its first 16 hex digits),
+    /// for choosing a shard, a lock stripe or a hash bucket. The one place
+    /// they are read: each caller takes its own bits from these.
+    pub(crate) fn digest_bits(&self) -> u64 {
+        digest_bits(self.0.as_bytes())
+    }
+
     /// Wraps a key read back from a store. It is not checked: keys only ever
     /// come from [`SessionId::store_key`] or from the store itself.
     pub fn from_stored(key: String) -> Self {
@@ -91,6 +98,18 @@ impl fmt::Display for StoreKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// 64 bits from the first 16 hex digits of a store key's text (see [`StoreKey::digest_bits`]).
+pub(crate) fn digest_bits(hex: &[u8]) -> u64 {
+    hex.iter().take(16).fold(0u64, |acc, &b| {
+        let nibble = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            _ => b & 0x0f,
+        };
+        (acc << 4) | u64::from(nibble)
+    })
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -128,6 +147,21 @@ mod tests {
             "a9fb41877a60250ed3670b3a13ee16819506608d3d89228e86711659186038eb",
             "if this changed on purpose, every stored session is orphaned"
         );
+    }
+
+    #[test]
+    fn digest_bits_spread_over_stripes() {
+        let key = SessionId::from_bytes([7u8; ID_LEN]).store_key();
+        assert_eq!(key.digest_bits(), 0xa9fb_4187_7a60_250e);
+        // 1024 stripes, 100 000 keys: the busiest stripe stays near the mean (~98).
+        let mut counts = vec![0u32; 1024];
+        for _ in 0..100_000 {
+            let key = SessionId::generate().expect("rng").store_key();
+            counts[(key.digest_bits() % 1024) as usize] += 1;
+        }
+        let max = counts.iter().max().copied().unwrap_or(0);
+        assert!(counts.iter().all(|&c| c > 0), "every stripe is used");
+        assert!(max < 160, "busiest stripe holds {max}");
     }
 
     #[test]

@@ -236,9 +236,7 @@ impl MemcachedStore {
         &self,
         call: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        tokio::time::timeout(self.timeout, call)
-            .await
-            .unwrap_or(Err(StoreError::Timeout(self.timeout)))
+        super::bounded(self.timeout, call).await
     }
 }
 

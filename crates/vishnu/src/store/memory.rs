@@ -57,10 +57,10 @@ impl std::hash::BuildHasher for KeyHash {
     }
 }
 
+/// Hashes a [`StoreKey`] to its digest bits (`StoreKey`'s `Hash` writes its text).
 #[derive(Default)]
 struct KeyHasher {
     hash: u64,
-    digits: u8,
 }
 
 impl std::hash::Hasher for KeyHasher {
@@ -68,19 +68,9 @@ impl std::hash::Hasher for KeyHasher {
         self.hash
     }
     fn write(&mut self, bytes: &[u8]) {
-        // The first 16 hex digits are the hash (`str`'s Hash then writes a
-        // terminator byte, which is past them and ignored).
-        for &b in bytes {
-            if self.digits == 16 {
-                return;
-            }
-            let nibble = match b {
-                b'0'..=b'9' => b - b'0',
-                b'a'..=b'f' => b - b'a' + 10,
-                _ => b & 0x0f,
-            };
-            self.hash = (self.hash << 4) | u64::from(nibble);
-            self.digits += 1;
+        // `str`'s Hash writes the text, then a terminator byte: keep the text's bits.
+        if bytes.len() > 1 {
+            self.hash = crate::id::digest_bits(bytes);
         }
     }
 }
@@ -168,11 +158,9 @@ impl MemoryStore {
     }
 
     fn shard(&self, key: &StoreKey) -> MutexGuard<'_, Shard> {
-        // Keys are hex SHA-256 digests: their first bytes are already uniform.
-        let index = key.as_str().bytes().take(4).fold(0usize, |acc, b| {
-            acc.wrapping_mul(31).wrapping_add(usize::from(b))
-        });
-        lock(&self.inner.shards[index % SHARDS])
+        // The low bits pick the shard; the hash map uses all 64.
+        let index = usize::try_from(key.digest_bits() % SHARDS as u64).unwrap_or(0);
+        lock(&self.inner.shards[index])
     }
 
     fn now(&self) -> Millis {

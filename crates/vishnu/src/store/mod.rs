@@ -51,6 +51,25 @@ pub enum StoreError {
     TooLarge(String),
 }
 
+/// Runs one store call with a deadline: the per-call timeout every store
+/// shares. Dropping the call on timeout drops whatever connection it held,
+/// so a half-finished exchange is never reused.
+#[cfg(any(
+    feature = "redis",
+    feature = "memcached",
+    feature = "sqlite",
+    feature = "postgres",
+    feature = "mysql"
+))]
+pub(crate) async fn bounded<T>(
+    timeout: Duration,
+    call: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(timeout, call)
+        .await
+        .unwrap_or(Err(StoreError::Timeout(timeout)))
+}
+
 /// A record as JSON, refused when it exceeds [`MAX_RECORD_BYTES`](crate::record::MAX_RECORD_BYTES)
 /// (what every store would refuse to read back).
 #[cfg(any(feature = "redis", feature = "memcached"))]

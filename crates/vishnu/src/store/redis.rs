@@ -287,12 +287,9 @@ impl RedisStore {
                 Err(e) if e.is_connection_refusal() => request(self.connection.clone()).await,
                 other => other,
             }
+            .map_err(|e| self.failure(operation, &e))
         };
-        match tokio::time::timeout(self.timeout, attempts).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(self.failure(operation, &e)),
-            Err(_) => Err(StoreError::Timeout(self.timeout)),
-        }
+        super::bounded(self.timeout, attempts).await
     }
 
     fn failure(&self, operation: &str, e: &RedisError) -> StoreError {

@@ -399,11 +399,11 @@ impl SqlStore {
         timeout: Duration,
         fut: impl Future<Output = Result<T, sqlx::Error>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(timeout, fut).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(store_error(self.backend.name(), op, error)),
-            Err(_elapsed) => Err(StoreError::Timeout(timeout)),
-        }
+        let call = async {
+            fut.await
+                .map_err(|error| store_error(self.backend.name(), op, error))
+        };
+        super::bounded(timeout, call).await
     }
 }
 
