@@ -36,10 +36,14 @@
 //!
 //! ## Pieces
 //! - [`Config`]: secrets, cookie attributes, timeouts, the store; validated by its builder.
-//! - [`Session`]: the handle handlers use (`get`, `set`, `update`, `save`, `cycle_id`, `terminate`).
+//! - [`Session`]: the handle handlers use (`get`, `set`, `update`, `save`, `cycle_id`, `terminate`),
+//!   and a session's identity: `login`, `set_user`, `sessions`, `revoke_others`, `revoke_all`.
+//!   Id changes are atomic in every store; `cycle_grace` and `renew_grace` keep
+//!   requests in flight during a login or a renewal from logging the user out.
 //! - [`SessionLayer`]: the tower layer; with the `axum` feature, `Session` is an extractor.
 //! - [`SessionStore`]: the store trait; [`MemoryStore`] is built in.
-//! - [`Engine`]: the framework-free core that every front calls.
+//! - [`Engine`]: the framework-free core that every front calls; also a user's
+//!   sessions without a request ([`Engine::sessions_of`], [`Engine::revoke_all`]).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

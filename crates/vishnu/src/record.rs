@@ -91,7 +91,7 @@ pub struct Moved {
     /// End of the grace window (ms since the epoch): past it the old id is simply unknown.
     pub until: Millis,
     /// The new id, sealed under a key derived from the old id (which the store
-    /// never sees): see [`crate::forward`].
+    /// never sees, so a dump of the store cannot open it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
 }
