@@ -20,6 +20,7 @@
 //! A write with an id that a login cycled away, inside the grace window,
 //! answers 409 with no cookie.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -305,10 +306,8 @@ fn user_error(e: SessionError) -> Response {
 }
 
 async fn sessions(session: Session) -> Response {
-    match session.user().await {
-        Ok(Some(_)) => {}
-        Ok(None) => return (StatusCode::UNAUTHORIZED, "not logged in").into_response(),
-        Err(e) => return user_error(e),
+    if let Err(r) = logged_in(&session).await {
+        return r;
     }
     match session.sessions().await {
         Ok(list) => {
@@ -343,34 +342,33 @@ async fn logged_in(session: &Session) -> Result<(), Response> {
     }
 }
 
-async fn revoke(session: Session, Form(form): Form<RevokeForm>) -> Response {
-    if let Err(r) = logged_in(&session).await {
+/// A revocation by a logged-in user, then 303 to `/`.
+async fn revocation<F: Future<Output = Result<(), SessionError>>>(
+    session: &Session,
+    revoke: F,
+) -> Response {
+    if let Err(r) = logged_in(session).await {
         return r;
     }
-    match session.revoke(&form.handle).await {
-        Ok(_) => Redirect::to("/").into_response(),
+    match revoke.await {
+        Ok(()) => Redirect::to("/").into_response(),
         Err(e) => user_error(e),
     }
+}
+
+async fn revoke(session: Session, Form(form): Form<RevokeForm>) -> Response {
+    revocation(&session, async {
+        session.revoke(&form.handle).await.map(drop)
+    })
+    .await
 }
 
 async fn revoke_others(session: Session) -> Response {
-    if let Err(r) = logged_in(&session).await {
-        return r;
-    }
-    match session.revoke_others().await {
-        Ok(_) => Redirect::to("/").into_response(),
-        Err(e) => user_error(e),
-    }
+    revocation(&session, async { session.revoke_others().await.map(drop) }).await
 }
 
 async fn revoke_all(session: Session) -> Response {
-    if let Err(r) = logged_in(&session).await {
-        return r;
-    }
-    match session.revoke_all().await {
-        Ok(_) => Redirect::to("/").into_response(),
-        Err(e) => user_error(e),
-    }
+    revocation(&session, async { session.revoke_all().await.map(drop) }).await
 }
 
 async fn whoami(session: Session) -> Result<Response, SessionError> {

@@ -209,6 +209,17 @@ impl World {
     }
 }
 
+/// Ends the request on `engine` and returns the cookie pair it was sent.
+pub async fn finish_pair(engine: &Engine, s: &Session) -> String {
+    pair(
+        &engine
+            .finish(s, 200)
+            .await
+            .expect("finish")
+            .expect("a cookie"),
+    )
+}
+
 /// The `name=value` pair of a Set-Cookie value.
 pub fn pair(set_cookie: &str) -> String {
     set_cookie.split(';').next().expect("pair").to_owned()
@@ -335,13 +346,7 @@ pub async fn terminate_that_loaded_before_an_id_change_follows_it(store: Arc<dyn
         } else {
             let s = w.one.begin(header(&p0));
             s.cycle_id().await.expect("cycle");
-            pair(
-                &w.one
-                    .finish(&s, 200)
-                    .await
-                    .expect("finish")
-                    .expect("new id"),
-            )
+            finish_pair(&w.one, &s).await
         };
         assert_ne!(p1, p0);
         assert_eq!(
@@ -368,13 +373,7 @@ pub async fn save_racing_a_cycle_is_refused_not_lost(store: Arc<dyn SessionStore
     pause.reached().await;
     let s = w.one.begin(header(&p0));
     s.login("ada").await.expect("login");
-    let p1 = pair(
-        &w.one
-            .finish(&s, 200)
-            .await
-            .expect("finish")
-            .expect("cookie"),
-    );
+    let p1 = finish_pair(&w.one, &s).await;
     pause.release();
     let outcome = save.await.expect("task");
     assert!(
@@ -476,13 +475,7 @@ pub async fn cycle_grace_sends_no_cookie_and_refuses_writes(store: Arc<dyn Sessi
     let p0 = start(&w.one, None).await;
     let s = w.one.begin(header(&p0));
     s.login("ada").await.expect("login");
-    let p1 = pair(
-        &w.one
-            .finish(&s, 200)
-            .await
-            .expect("finish")
-            .expect("cookie"),
-    );
+    let p1 = finish_pair(&w.one, &s).await;
     // Inside the grace window: the old id reads nothing, gets no cookie, cannot write.
     assert_eq!(peek(&w.two, &p0).await, (None, None));
     let late = w.two.begin(header(&p0));
@@ -512,13 +505,7 @@ pub async fn cycle_grace_sends_no_cookie_and_refuses_writes(store: Arc<dyn Sessi
     let after = w.two.begin(header(&p0));
     assert_eq!(after.get::<u64>("secret").await.expect("get"), None);
     after.set("x", &1).expect("set");
-    let fresh = pair(
-        &w.two
-            .finish(&after, 200)
-            .await
-            .expect("finish")
-            .expect("cookie"),
-    );
+    let fresh = finish_pair(&w.two, &after).await;
     assert_ne!(fresh, p0);
     assert_ne!(fresh, p1);
 }
