@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderValue;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::clock::{Clock, SystemClock};
 use crate::codec::CodecError;
@@ -21,7 +21,7 @@ use crate::forward;
 use crate::id::{SessionId, StoreKey, ID_LEN};
 use crate::record::{Millis, MoveReason, Moved, Record};
 use crate::runtime::{millis, Runtime};
-use crate::state::{CookieAction, CookieHeaders, Live, Pending, Session, State};
+use crate::state::{CookieAction, CookieHeaders, Draft, Live, Pending, Session, State};
 use crate::store::{Cleanup, SaveOutcome, SessionStore, StoreError};
 use crate::users::{self, SessionInfo};
 
@@ -510,44 +510,18 @@ pub(crate) async fn persist(
             started = std::time::Instant::now();
         }
         let now = config.clock.now_millis();
-        // One copy of the stored record per attempt: it becomes the new record.
-        let (live, pending, timeout) = {
-            let state = session.state();
-            let timeout = state.timeout(config.timeout);
-            let live = state
-                .live
-                .as_ref()
-                .map(|l| (l.id, l.key.clone(), l.record.version, l.record.clone()));
-            (live, state.pending.clone(), timeout)
-        };
-        let (live, mut record) = match live {
-            Some((id, key, version, mut r)) => {
-                r.version = version.wrapping_add(1);
-                r.last_access = now;
-                r.expires_at = config.expires_at(r.created_at, now, timeout);
-                (Some((id, key, version)), r)
-            }
-            None => (
-                None,
-                Record::new(Map::new(), now, config.expires_at(now, now, timeout)),
-            ),
-        };
-        pending.apply(&mut record.data);
-        if let Some(t) = pending.timeout {
-            record.timeout = Some(t);
-        }
-        if let Some(label) = &pending.label {
-            record.label = Some(label.clone());
-        }
-        // Binding to a user (or to another one) gives the session a fresh handle.
-        let bind = match &pending.user {
-            Some(user) if record.user.as_ref() != Some(user) || record.handle.is_none() => {
-                record.user = Some(user.clone());
-                record.handle = Some(users::new_handle()?);
-                true
-            }
-            _ => false,
-        };
+        let Draft {
+            live,
+            mut record,
+            binds: bind,
+            timeout,
+            sets_timeout,
+        } = session.state().draft(
+            now,
+            config.timeout,
+            |created, now, timeout| config.expires_at(created, now, timeout),
+            users::new_handle,
+        )?;
         let new_value = match update.as_mut() {
             Some((key, f)) => {
                 let v = f(record.data.get(*key).cloned())?;
@@ -592,7 +566,7 @@ pub(crate) async fn persist(
             }
             match store.save(&key, &record, live_version).await? {
                 SaveOutcome::Saved => {
-                    let dirty = persistent || pending.timeout.is_some();
+                    let dirty = persistent || sets_timeout;
                     commit(session, Live::new(live_id, key, record), dirty);
                     return Ok(new_value);
                 }

@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 use crate::codec::KeyUsed;
 use crate::config::Timeout;
 use crate::id::{SessionId, StoreKey};
-use crate::record::Record;
+use crate::record::{Millis, Record};
 use crate::runtime::Runtime;
 
 /// The session of the current request.
@@ -189,6 +189,20 @@ impl Session {
     }
 }
 
+/// What a save writes: this request's changes over the stored record (or a
+/// new one), its times moved to now and its version to the next.
+pub(crate) struct Draft {
+    /// The stored session it replaces: id, key and the version read.
+    pub(crate) live: Option<(SessionId, StoreKey, u64)>,
+    pub(crate) record: Record,
+    /// It binds the session to a (new) user: the user index must list it first.
+    pub(crate) binds: bool,
+    /// The session's timeout.
+    pub(crate) timeout: Timeout,
+    /// This request set the session's own timeout (its cookie must follow).
+    pub(crate) sets_timeout: bool,
+}
+
 /// What the end of a request must send about the session cookie.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum CookieAction {
@@ -207,6 +221,57 @@ impl State {
             .timeout
             .or_else(|| self.live.as_ref().and_then(|l| l.record.timeout))
             .unwrap_or(default)
+    }
+
+    /// The record a save would write at `now`: one copy of the stored record
+    /// (or a new one), with the pending delta, timeout, label and user
+    /// applied. `expires_at(created_at, now, timeout)` is the lifetime rule;
+    /// `new_handle` gives a handle when the session is bound to a new user.
+    pub(crate) fn draft<E>(
+        &self,
+        now: Millis,
+        default_timeout: Timeout,
+        expires_at: impl Fn(Millis, Millis, Timeout) -> Millis,
+        new_handle: impl FnOnce() -> Result<String, E>,
+    ) -> Result<Draft, E> {
+        let timeout = self.timeout(default_timeout);
+        let (live, mut record) = match &self.live {
+            Some(l) => {
+                let mut r = l.record.clone();
+                r.version = l.record.version.wrapping_add(1);
+                r.last_access = now;
+                r.expires_at = expires_at(r.created_at, now, timeout);
+                (Some((l.id, l.key.clone(), l.record.version)), r)
+            }
+            None => (
+                None,
+                Record::new(Map::new(), now, expires_at(now, now, timeout)),
+            ),
+        };
+        let pending = &self.pending;
+        pending.apply(&mut record.data);
+        if let Some(t) = pending.timeout {
+            record.timeout = Some(t);
+        }
+        if let Some(label) = &pending.label {
+            record.label = Some(label.clone());
+        }
+        // Binding to a user (or to another one) gives the session a fresh handle.
+        let binds = match &pending.user {
+            Some(user) if record.user.as_ref() != Some(user) || record.handle.is_none() => {
+                record.user = Some(user.clone());
+                record.handle = Some(new_handle()?);
+                true
+            }
+            _ => false,
+        };
+        Ok(Draft {
+            live,
+            record,
+            binds,
+            timeout,
+            sets_timeout: pending.timeout.is_some(),
+        })
     }
 
     /// Which cookie the response needs.
@@ -298,6 +363,66 @@ mod tests {
         assert_eq!(state.cookie_action(), CookieAction::Issue, "old secret");
         state.incoming = Some((live(2).id, KeyUsed::Current));
         assert_eq!(state.cookie_action(), CookieAction::Issue, "renewed");
+    }
+
+    fn draft(state: &State, now: Millis) -> Draft {
+        let mut handles = 0;
+        state
+            .draft(
+                now,
+                Timeout::Seconds(60),
+                |_, now, t| match t {
+                    Timeout::Seconds(s) => now + s * 1000,
+                    Timeout::BrowserSession => now,
+                },
+                || -> Result<String, ()> {
+                    handles += 1;
+                    Ok(format!("handle-{handles}"))
+                },
+            )
+            .expect("draft")
+    }
+
+    #[test]
+    fn a_save_writes_the_delta_over_the_stored_record_at_the_next_version() {
+        let mut l = live(1);
+        l.record.data.insert("kept".into(), json!(1));
+        l.record.data.insert("gone".into(), json!(2));
+        l.record.version = 7;
+        let mut state = State {
+            live: Some(l),
+            ..State::default()
+        };
+        state.pending.changes.insert("gone".into(), None);
+        state.pending.changes.insert("new".into(), Some(json!(3)));
+        let d = draft(&state, 1_000);
+        assert_eq!(d.live.map(|(_, _, v)| v), Some(7));
+        assert_eq!(d.record.version, 8);
+        assert_eq!(d.record.last_access, 1_000);
+        assert_eq!(d.record.expires_at, 61_000);
+        assert_eq!(d.record.data.get("kept"), Some(&json!(1)));
+        assert_eq!(d.record.data.get("gone"), None);
+        assert_eq!(d.record.data.get("new"), Some(&json!(3)));
+        assert!(!d.binds);
+    }
+
+    #[test]
+    fn binding_gives_a_handle_only_for_a_new_user() {
+        let mut state = State::default();
+        state.pending.user = Some("ada".into());
+        let d = draft(&state, 0);
+        assert!(d.live.is_none() && d.binds);
+        assert_eq!(d.record.user.as_deref(), Some("ada"));
+        assert_eq!(d.record.handle.as_deref(), Some("handle-1"));
+        // The same user again keeps the handle; another user gets a new one.
+        let mut l = live(1);
+        l.record = d.record;
+        state.live = Some(l);
+        assert!(!draft(&state, 0).binds);
+        state.pending.user = Some("bob".into());
+        let d = draft(&state, 0);
+        assert!(d.binds);
+        assert_eq!(d.record.user.as_deref(), Some("bob"));
     }
 
     #[test]
