@@ -26,8 +26,18 @@ async fn memcached() -> Option<Arc<dyn SessionStore>> {
 }
 
 #[cfg(feature = "redis")]
-conformance_suite!(redis_store, redis, native_ttl = true);
+conformance_suite!(redis_store, redis, native_ttl = true, byte_limit = true);
 #[cfg(feature = "redis")]
-conformance_suite!(redis_cluster_store, redis_cluster, native_ttl = true);
+conformance_suite!(
+    redis_cluster_store,
+    redis_cluster,
+    native_ttl = true,
+    byte_limit = true
+);
 #[cfg(feature = "memcached")]
-conformance_suite!(memcached_store, memcached, native_ttl = true);
+conformance_suite!(
+    memcached_store,
+    memcached,
+    native_ttl = true,
+    byte_limit = true
+);

@@ -11,4 +11,4 @@ async fn make() -> Option<Arc<dyn SessionStore>> {
     Some(Arc::new(MemoryStore::new()))
 }
 
-conformance_suite!(memory, make, native_ttl = false);
+conformance_suite!(memory, make, native_ttl = false, byte_limit = false);

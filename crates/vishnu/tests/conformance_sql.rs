@@ -46,8 +46,13 @@ async fn mysql() -> Option<Arc<dyn SessionStore>> {
 }
 
 #[cfg(feature = "sqlite")]
-conformance_suite!(sqlite_store, sqlite, native_ttl = false);
+conformance_suite!(sqlite_store, sqlite, native_ttl = false, byte_limit = true);
 #[cfg(feature = "postgres")]
-conformance_suite!(postgres_store, postgres, native_ttl = false);
+conformance_suite!(
+    postgres_store,
+    postgres,
+    native_ttl = false,
+    byte_limit = true
+);
 #[cfg(feature = "mysql")]
-conformance_suite!(mysql_store, mysql, native_ttl = false);
+conformance_suite!(mysql_store, mysql, native_ttl = false, byte_limit = true);

@@ -9,12 +9,19 @@
 //! Without `VISHNU_MEMCACHED_URL` the tests are skipped, except under CI
 //! (`CI=true` or `CI=1`), where they fail. The outage test stops and restarts one server
 //! through the same script (it finds the servers via `VISHNU_SERVICES_DIR`).
+//!
+//! Only what is about memcached is here; the store contract (round trip, expiry,
+//! compare-and-set, …) runs against the same two servers in the conformance suite
+//! (`conformance_kv`), which the outage test below also reuses once the server is back.
+#![cfg(feature = "axum")]
 
+mod common;
 mod kv_support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::conformance as c;
 use kv_support as kv;
 use sha2::{Digest, Sha256};
 use vishnu::id::StoreKey;
@@ -56,61 +63,6 @@ fn server_of(servers: &[String], key: &StoreKey) -> usize {
         .expect("servers")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn load_create_save_touch_delete_round_trip() {
-    let _servers = kv::SERVERS.read().await;
-    let Some(store) = store().await else { return };
-    // Many keys, so that both servers are used.
-    for _ in 0..12 {
-        kv::round_trip(&*store).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn create_never_overwrites() {
-    let _servers = kv::SERVERS.read().await;
-    let Some(store) = store().await else { return };
-    kv::create_never_overwrites(&*store).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn stale_version_save_conflicts() {
-    let _servers = kv::SERVERS.read().await;
-    let Some(store) = store().await else { return };
-    kv::stale_version_save_conflicts(&*store).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn save_on_missing_record_is_missing() {
-    let _servers = kv::SERVERS.read().await;
-    let Some(store) = store().await else { return };
-    kv::save_on_missing_is_missing(&*store).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn server_expires_records_without_cleanup() {
-    let _servers = kv::SERVERS.read().await;
-    let Some(store) = store().await else { return };
-    // memcached counts whole seconds: allow it one more.
-    kv::server_expires_records(&*store, Duration::from_millis(3000)).await;
-    let cleanup = store
-        .delete_expired(kv::now(), Duration::from_secs(1), 100)
-        .await
-        .expect("delete_expired");
-    assert_eq!(
-        cleanup,
-        vishnu::Cleanup::default(),
-        "native expiry: nothing to clean"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn touch_extends_the_server_ttl() {
-    let _servers = kv::SERVERS.read().await;
-    let Some(store) = store().await else { return };
-    kv::touch_extends_the_server_ttl(&*store, Duration::from_millis(2500)).await;
-}
-
 /// Beyond 30 days memcached reads an expiry as an absolute Unix time: sent as
 /// a number of seconds, such a record would be dead on arrival.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -118,8 +70,8 @@ async fn expiry_beyond_30_days_works() {
     let _servers = kv::SERVERS.read().await;
     let Some(store) = store().await else { return };
     for _ in 0..6 {
-        let key = kv::fresh_key();
-        let rec = kv::record(1, 31 * DAY);
+        let key = c::fresh_key();
+        let rec = c::record(1, 31 * DAY);
         assert!(store.create(&key, &rec).await.expect("create"));
         assert_eq!(
             store.load(&key).await.expect("load"),
@@ -127,7 +79,7 @@ async fn expiry_beyond_30_days_works() {
             "create"
         );
 
-        let mut saved = kv::record(2, 45 * DAY);
+        let mut saved = c::record(2, 45 * DAY);
         saved.version = 2;
         assert_eq!(
             store.save(&key, &saved, 1).await.expect("save"),
@@ -139,18 +91,11 @@ async fn expiry_beyond_30_days_works() {
             "save"
         );
 
-        let far = kv::now() + (400 * DAY).as_millis() as u64;
-        assert!(store.touch(&key, kv::now(), far).await.expect("touch"));
+        let far = c::now() + (400 * DAY).as_millis() as u64;
+        assert!(store.touch(&key, c::now(), far).await.expect("touch"));
         let touched = store.load(&key).await.expect("load").expect("touch");
         assert_eq!(touched.expires_at, far);
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_cas_increments_lose_nothing() {
-    let _servers = kv::SERVERS.read().await;
-    let Some(store) = store().await else { return };
-    kv::concurrent_cas_increments(store, 64).await;
 }
 
 /// Saves racing with touches: a touch rewrites the record (new CAS unique,
@@ -161,9 +106,9 @@ async fn concurrent_cas_increments_lose_nothing() {
 async fn touches_do_not_break_version_checks() {
     let _servers = kv::SERVERS.read().await;
     let Some(store) = store().await else { return };
-    let key = kv::fresh_key();
+    let key = c::fresh_key();
     assert!(store
-        .create(&key, &kv::record(0, DAY))
+        .create(&key, &c::record(0, DAY))
         .await
         .expect("create"));
     let toucher = {
@@ -171,7 +116,7 @@ async fn touches_do_not_break_version_checks() {
         tokio::spawn(async move {
             for _ in 0..300 {
                 assert!(store
-                    .touch(&key, kv::now(), kv::now() + 3_600_000)
+                    .touch(&key, c::now(), c::now() + 3_600_000)
                     .await
                     .expect("touch"));
             }
@@ -208,9 +153,9 @@ async fn sessions_spread_over_both_servers() {
     let store = MemcachedStore::from_url(&url).await.expect("connect");
     let mut per_server = vec![0; servers.len()];
     for _ in 0..64 {
-        let key = kv::fresh_key();
+        let key = c::fresh_key();
         assert!(store
-            .create(&key, &kv::record(1, Duration::from_secs(60)))
+            .create(&key, &c::record(1, Duration::from_secs(60)))
             .await
             .expect("create"));
         per_server[server_of(&servers, &key)] += 1;
@@ -271,10 +216,10 @@ async fn a_dead_server_fails_fast_and_the_other_keeps_working() {
     assert_eq!(servers.len(), 2, "the service script starts two servers");
     let store = Arc::new(MemcachedStore::from_url(&url).await.expect("connect"));
 
-    let keys: Vec<StoreKey> = (0..24).map(|_| kv::fresh_key()).collect();
+    let keys: Vec<StoreKey> = (0..24).map(|_| c::fresh_key()).collect();
     for key in &keys {
         assert!(store
-            .create(key, &kv::record(1, Duration::from_secs(300)))
+            .create(key, &c::record(1, Duration::from_secs(300)))
             .await
             .expect("create"));
     }
@@ -298,10 +243,10 @@ async fn a_dead_server_fails_fast_and_the_other_keeps_working() {
                 matches!(e, StoreError::Unavailable(_) | StoreError::Timeout(_)),
                 "{e:?}"
             );
-            let mut rec = kv::record(2, Duration::from_secs(300));
+            let mut rec = c::record(2, Duration::from_secs(300));
             rec.version = 2;
             kv::fails_fast("save", store.save(key, &rec, 1)).await;
-            kv::fails_fast("touch", store.touch(key, kv::now(), kv::now() + 60_000)).await;
+            kv::fails_fast("touch", store.touch(key, c::now(), c::now() + 60_000)).await;
         }
         for key in &alive {
             let mut rec = store
@@ -316,13 +261,13 @@ async fn a_dead_server_fails_fast_and_the_other_keeps_working() {
                 SaveOutcome::Saved
             );
             assert!(store
-                .touch(key, kv::now(), kv::now() + 60_000)
+                .touch(key, c::now(), c::now() + 60_000)
                 .await
                 .expect("touch"));
         }
-        let fresh = kv::fresh_key();
+        let fresh = c::fresh_key();
         let created = store
-            .create(&fresh, &kv::record(1, Duration::from_secs(60)))
+            .create(&fresh, &c::record(1, Duration::from_secs(60)))
             .await;
         match server_of(&servers, &fresh) {
             0 => assert!(created.is_err(), "create on the dead server succeeded"),
@@ -336,7 +281,7 @@ async fn a_dead_server_fails_fast_and_the_other_keeps_working() {
     for key in &dead {
         assert_eq!(store.load(key).await.expect("load after the restart"), None);
         assert!(store
-            .create(key, &kv::record(1, Duration::from_secs(60)))
+            .create(key, &c::record(1, Duration::from_secs(60)))
             .await
             .expect("create"));
     }
@@ -351,7 +296,7 @@ async fn a_dead_server_fails_fast_and_the_other_keeps_working() {
             4
         );
     }
-    kv::round_trip(&*store).await;
+    c::round_trip(&*store).await;
 }
 
 /// A server that accepts connections but never answers: calls for its keys
@@ -370,8 +315,8 @@ async fn a_server_that_never_answers_times_out() {
         .expect("one server answers")
         .with_timeout(Duration::from_millis(300));
     for _ in 0..16 {
-        let key = kv::fresh_key();
-        let rec = kv::record(1, Duration::from_secs(60));
+        let key = c::fresh_key();
+        let rec = c::record(1, Duration::from_secs(60));
         if server_of(&both, &key) == 0 {
             assert!(store
                 .create(&key, &rec)
@@ -408,10 +353,10 @@ async fn hung_server_times_out_and_recovers() {
         .await
         .expect("connect")
         .with_timeout(Duration::from_millis(300));
-    let keys: Vec<StoreKey> = (0..16).map(|_| kv::fresh_key()).collect();
+    let keys: Vec<StoreKey> = (0..16).map(|_| c::fresh_key()).collect();
     for key in &keys {
         assert!(store
-            .create(key, &kv::record(1, Duration::from_secs(60)))
+            .create(key, &c::record(1, Duration::from_secs(60)))
             .await
             .expect("create"));
     }

@@ -9,12 +9,19 @@
 //! Without `VISHNU_REDIS_URL` the tests are skipped, except under CI (`CI=true` or `CI=1`),
 //! where they fail. The outage test stops and restarts the standalone server
 //! through the same script (it finds the servers via `VISHNU_SERVICES_DIR`).
+//!
+//! Only what is about Redis is here; the store contract (round trip, expiry, compare-and-set, …)
+//! runs against standalone Redis and Redis Cluster in the conformance suite
+//! (`conformance_kv`), which the outage tests below also reuse once the server is back.
+#![cfg(feature = "axum")]
 
+mod common;
 mod kv_support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::conformance as c;
 use kv_support as kv;
 use vishnu::{RedisStore, SessionStore, StoreError};
 
@@ -27,80 +34,8 @@ async fn standalone() -> Option<Arc<RedisStore>> {
     ))
 }
 
-async fn cluster() -> Option<Arc<RedisStore>> {
-    let url = kv::env_or_skip("VISHNU_REDIS_CLUSTER_URL", SCRIPT)?;
-    Some(Arc::new(
-        RedisStore::from_url(&url)
-            .await
-            .expect("connect to Redis Cluster"),
-    ))
-}
-
 mod standalone {
     use super::*;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn load_create_save_touch_delete_round_trip() {
-        let _servers = kv::SERVERS.read().await;
-        let Some(store) = standalone().await else {
-            return;
-        };
-        kv::round_trip(&*store).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn create_never_overwrites() {
-        let _servers = kv::SERVERS.read().await;
-        let Some(store) = standalone().await else {
-            return;
-        };
-        kv::create_never_overwrites(&*store).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn stale_version_save_conflicts() {
-        let _servers = kv::SERVERS.read().await;
-        let Some(store) = standalone().await else {
-            return;
-        };
-        kv::stale_version_save_conflicts(&*store).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn save_on_missing_record_is_missing() {
-        let _servers = kv::SERVERS.read().await;
-        let Some(store) = standalone().await else {
-            return;
-        };
-        kv::save_on_missing_is_missing(&*store).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn server_expires_records_without_cleanup() {
-        let _servers = kv::SERVERS.read().await;
-        let Some(store) = standalone().await else {
-            return;
-        };
-        kv::server_expires_records(&*store, Duration::from_millis(2000)).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn touch_extends_the_server_ttl() {
-        let _servers = kv::SERVERS.read().await;
-        let Some(store) = standalone().await else {
-            return;
-        };
-        kv::touch_extends_the_server_ttl(&*store, Duration::from_millis(1500)).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_cas_increments_lose_nothing() {
-        let _servers = kv::SERVERS.read().await;
-        let Some(store) = standalone().await else {
-            return;
-        };
-        kv::concurrent_cas_increments(store, 64).await;
-    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn every_write_carries_a_native_ttl() {
@@ -114,7 +49,7 @@ mod standalone {
             .get_multiplexed_async_connection()
             .await
             .expect("connect");
-        let key = kv::fresh_key();
+        let key = c::fresh_key();
         let redis_key = format!("vishnu:{}", key.as_str());
         let pttl = |raw: &mut redis::aio::MultiplexedConnection| {
             let mut cmd = redis::cmd("PTTL");
@@ -123,27 +58,27 @@ mod standalone {
             async move { cmd.query_async::<i64>(&mut raw).await.expect("PTTL") }
         };
 
-        let rec = kv::record(1, Duration::from_secs(60));
+        let rec = c::record(1, Duration::from_secs(60));
         assert!(store.create(&key, &rec).await.expect("create"));
         let ttl = pttl(&mut raw).await;
         assert!((55_000..=60_000).contains(&ttl), "create: PTTL {ttl}");
 
         let mut saved = rec.clone();
         saved.version = 2;
-        saved.expires_at = kv::now() + 120_000;
+        saved.expires_at = c::now() + 120_000;
         store.save(&key, &saved, 1).await.expect("save");
         let ttl = pttl(&mut raw).await;
         assert!((115_000..=120_000).contains(&ttl), "save: PTTL {ttl}");
 
         assert!(store
-            .touch(&key, kv::now(), kv::now() + 300_000)
+            .touch(&key, c::now(), c::now() + 300_000)
             .await
             .expect("touch"));
         let ttl = pttl(&mut raw).await;
         assert!((295_000..=300_000).contains(&ttl), "touch: PTTL {ttl}");
 
         let cleanup = store
-            .delete_expired(kv::now(), Duration::from_secs(1), 100)
+            .delete_expired(c::now(), Duration::from_secs(1), 100)
             .await
             .expect("delete_expired");
         assert_eq!(
@@ -164,14 +99,14 @@ mod standalone {
             .expect("connect")
             .with_prefix("app-a:");
         let b = a.clone().with_prefix("app-b:");
-        let key = kv::fresh_key();
+        let key = c::fresh_key();
         assert!(a
-            .create(&key, &kv::record(1, Duration::from_secs(60)))
+            .create(&key, &c::record(1, Duration::from_secs(60)))
             .await
             .expect("create"));
         assert_eq!(b.load(&key).await.expect("load"), None);
         assert!(b
-            .create(&key, &kv::record(2, Duration::from_secs(60)))
+            .create(&key, &c::record(2, Duration::from_secs(60)))
             .await
             .expect("create"));
         let loaded = a.load(&key).await.expect("load").expect("present");
@@ -227,9 +162,9 @@ mod standalone {
         let Some(store) = standalone().await else {
             return;
         };
-        let key = kv::fresh_key();
+        let key = c::fresh_key();
         assert!(store
-            .create(&key, &kv::record(1, Duration::from_secs(60)))
+            .create(&key, &c::record(1, Duration::from_secs(60)))
             .await
             .expect("create"));
 
@@ -241,13 +176,13 @@ mod standalone {
             eprintln!("round {round}, load while down: {e}");
             kv::fails_fast(
                 "create",
-                store.create(&kv::fresh_key(), &kv::record(1, Duration::from_secs(60))),
+                store.create(&c::fresh_key(), &c::record(1, Duration::from_secs(60))),
             )
             .await;
-            let mut rec = kv::record(2, Duration::from_secs(60));
+            let mut rec = c::record(2, Duration::from_secs(60));
             rec.version = 2;
             kv::fails_fast("save", store.save(&key, &rec, 1)).await;
-            kv::fails_fast("touch", store.touch(&key, kv::now(), kv::now() + 60_000)).await;
+            kv::fails_fast("touch", store.touch(&key, c::now(), c::now() + 60_000)).await;
             kv::fails_fast("delete", store.delete(&key)).await;
         }
         outage.end().await;
@@ -260,8 +195,8 @@ mod standalone {
                 .expect("first call after the restart"),
             None
         );
-        kv::round_trip(&*store).await;
-        kv::concurrent_cas_increments(store, 16).await;
+        c::round_trip(&*store).await;
+        c::concurrent_cas_increments(store, 16).await;
     }
 
     /// A server that hangs (SIGSTOP) under a live store: calls time out within the
@@ -276,9 +211,9 @@ mod standalone {
             .await
             .expect("connect")
             .with_timeout(Duration::from_millis(300));
-        let key = kv::fresh_key();
+        let key = c::fresh_key();
         assert!(store
-            .create(&key, &kv::record(1, Duration::from_secs(60)))
+            .create(&key, &c::record(1, Duration::from_secs(60)))
             .await
             .expect("create"));
 
@@ -298,43 +233,6 @@ mod standalone {
             .await
             .expect("load after resuming")
             .is_some());
-        kv::round_trip(&store).await;
-    }
-}
-
-mod cluster {
-    use super::*;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn load_create_save_touch_delete_round_trip() {
-        let _servers = kv::SERVERS.read().await;
-        let Some(store) = cluster().await else { return };
-        // Many keys, so that every node's slots are used.
-        for _ in 0..12 {
-            kv::round_trip(&*store).await;
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn create_never_overwrites_and_stale_saves_conflict() {
-        let _servers = kv::SERVERS.read().await;
-        let Some(store) = cluster().await else { return };
-        kv::create_never_overwrites(&*store).await;
-        kv::stale_version_save_conflicts(&*store).await;
-        kv::save_on_missing_is_missing(&*store).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn server_expires_records_without_cleanup() {
-        let _servers = kv::SERVERS.read().await;
-        let Some(store) = cluster().await else { return };
-        kv::server_expires_records(&*store, Duration::from_millis(2000)).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_cas_increments_lose_nothing() {
-        let _servers = kv::SERVERS.read().await;
-        let Some(store) = cluster().await else { return };
-        kv::concurrent_cas_increments(store, 64).await;
+        c::round_trip(&store).await;
     }
 }

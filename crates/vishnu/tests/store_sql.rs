@@ -13,6 +13,9 @@
 //! `CI=1`), where they fail. Every test works in a table of its own, so tests run in parallel. The outage
 //! test starts a private PostgreSQL under `VISHNU_SERVICES_DIR` with the same script, so
 //! that stopping it cannot disturb the other tests.
+//!
+//! Only what is about SQL is here (migrations, table names, URLs, an outage); the store
+//! contract runs against every backend in the conformance suite (`conformance_sql`).
 
 #![cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 
@@ -23,7 +26,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use vishnu::id::{SessionId, StoreKey};
 use vishnu::record::{Millis, Record};
 use vishnu::{SaveOutcome, SessionStore, SqlStore, StoreError};
@@ -177,284 +180,14 @@ macro_rules! per_backend {
 }
 
 per_backend!(
-    load_create_save_touch_delete_round_trip,
-    create_never_overwrites_a_live_record,
-    create_replaces_an_expired_record,
-    stale_version_save_conflicts,
-    save_on_missing_or_expired_record_is_missing,
-    expired_record_loads_as_none_without_cleanup,
-    touch_extends_life_without_changing_version_or_data,
-    delete_expired_honours_limit_and_dormant_for,
-    concurrent_cas_increments_lose_nothing,
     migrate_is_idempotent_and_keeps_data,
-    oversized_record_is_refused,
     unmigrated_table_error_mentions_migrate,
 );
 
 // ---------------------------------------------------------------------------------------------
-// Test bodies, written once against the trait (plus `SqlStore` where it is about SQL).
-
-async fn load_create_save_touch_delete_round_trip<S: SessionStore>(store: Arc<S>) {
-    let key = fresh_key();
-    let t = now();
-    assert_eq!(store.load(&key).await.expect("load"), None);
-
-    let first = record(json!({"user": "ada", "n": 1}), t, t + HOUR);
-    assert!(store.create(&key, &first).await.expect("create"));
-    assert_eq!(store.load(&key).await.expect("load"), Some(first.clone()));
-
-    let mut second = first.clone();
-    second.data.insert("n".into(), json!(2));
-    second
-        .data
-        .insert("unicode".into(), json!("ünïcødé ✓ \u{0} \"quotes\""));
-    second.last_access = t + 10;
-    second.expires_at = t + 2 * HOUR;
-    second.version = 2;
-    assert_eq!(
-        store.save(&key, &second, 1).await.expect("save"),
-        SaveOutcome::Saved
-    );
-    assert_eq!(store.load(&key).await.expect("load"), Some(second.clone()));
-
-    assert!(store
-        .touch(&key, t + 20, t + 3 * HOUR)
-        .await
-        .expect("touch"));
-    let touched = store.load(&key).await.expect("load").expect("still there");
-    assert_eq!(
-        (touched.last_access, touched.expires_at, touched.version),
-        (t + 20, t + 3 * HOUR, 2)
-    );
-
-    store.delete(&key).await.expect("delete");
-    assert_eq!(store.load(&key).await.expect("load"), None);
-    store
-        .delete(&key)
-        .await
-        .expect("deleting a missing record is fine");
-}
-
-async fn create_never_overwrites_a_live_record<S: SessionStore>(store: Arc<S>) {
-    let key = fresh_key();
-    let t = now();
-    let original = record(json!({"owner": "first"}), t, t + HOUR);
-    let intruder = record(json!({"owner": "second"}), t, t + HOUR);
-    assert!(store.create(&key, &original).await.expect("create"));
-    assert!(!store.create(&key, &intruder).await.expect("second create"));
-    assert_eq!(store.load(&key).await.expect("load"), Some(original));
-}
-
-async fn create_replaces_an_expired_record<S: SessionStore>(store: Arc<S>) {
-    let key = fresh_key();
-    let t = now();
-    let old = record(json!({"owner": "expired"}), t - 2 * HOUR, t - HOUR);
-    assert!(store.create(&key, &old).await.expect("create expired"));
-    assert_eq!(store.load(&key).await.expect("load"), None);
-    let new = record(json!({"owner": "new"}), t, t + HOUR);
-    assert!(
-        store.create(&key, &new).await.expect("create"),
-        "an expired record does not hold its key"
-    );
-    assert_eq!(store.load(&key).await.expect("load"), Some(new));
-}
-
-async fn stale_version_save_conflicts<S: SessionStore>(store: Arc<S>) {
-    let key = fresh_key();
-    let t = now();
-    let v1 = record(json!({"n": 1}), t, t + HOUR);
-    assert!(store.create(&key, &v1).await.expect("create"));
-
-    let mut a = v1.clone();
-    a.data.insert("n".into(), json!("a"));
-    a.version = 2;
-    let mut b = v1.clone();
-    b.data.insert("n".into(), json!("b"));
-    b.version = 2;
-    assert_eq!(
-        store.save(&key, &a, 1).await.expect("save a"),
-        SaveOutcome::Saved
-    );
-    assert_eq!(
-        store.save(&key, &b, 1).await.expect("save b"),
-        SaveOutcome::Conflict,
-        "b read version 1, which is gone"
-    );
-    assert_eq!(store.load(&key).await.expect("load"), Some(a));
-}
-
-async fn save_on_missing_or_expired_record_is_missing<S: SessionStore>(store: Arc<S>) {
-    let t = now();
-    let key = fresh_key();
-    let mut r = record(json!({"n": 1}), t, t + HOUR);
-    r.version = 2;
-    assert_eq!(
-        store.save(&key, &r, 1).await.expect("save"),
-        SaveOutcome::Missing
-    );
-    assert_eq!(
-        store.load(&key).await.expect("load"),
-        None,
-        "a save never creates"
-    );
-
-    let expired_key = fresh_key();
-    let expired = record(json!({"n": 1}), t - 2 * HOUR, t - HOUR);
-    assert!(store.create(&expired_key, &expired).await.expect("create"));
-    assert_eq!(
-        store.save(&expired_key, &r, 1).await.expect("save"),
-        SaveOutcome::Missing
-    );
-    assert_eq!(store.load(&expired_key).await.expect("load"), None);
-}
-
-async fn expired_record_loads_as_none_without_cleanup<S: SessionStore>(store: Arc<S>) {
-    let key = fresh_key();
-    let t = now();
-    let short = record(json!({"n": 1}), t, t + 400);
-    assert!(store.create(&key, &short).await.expect("create"));
-    assert!(store.load(&key).await.expect("load").is_some());
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(store.load(&key).await.expect("load"), None);
-    assert!(
-        !store.touch(&key, now(), now() + HOUR).await.expect("touch"),
-        "an expired record cannot be revived by a touch"
-    );
-}
-
-async fn touch_extends_life_without_changing_version_or_data<S: SessionStore>(store: Arc<S>) {
-    let key = fresh_key();
-    let t = now();
-    let r = record(json!({"keep": [1, 2, 3]}), t, t + HOUR);
-    assert!(store.create(&key, &r).await.expect("create"));
-
-    assert!(store
-        .touch(&key, t + 100, t + 5 * HOUR)
-        .await
-        .expect("touch"));
-    // A late touch from an older request never moves last_access backwards.
-    assert!(store
-        .touch(&key, t + 50, t + 5 * HOUR)
-        .await
-        .expect("touch again"));
-    let loaded = store.load(&key).await.expect("load").expect("present");
-    assert_eq!(loaded.data, r.data);
-    assert_eq!(loaded.version, 1);
-    assert_eq!(loaded.last_access, t + 100);
-    assert_eq!(loaded.expires_at, t + 5 * HOUR);
-
-    // The version is unchanged, so a save that read version 1 still goes through.
-    let mut next = loaded.clone();
-    next.version = 2;
-    assert_eq!(
-        store.save(&key, &next, 1).await.expect("save"),
-        SaveOutcome::Saved
-    );
-
-    let absent = fresh_key();
-    assert!(!store
-        .touch(&absent, t, t + HOUR)
-        .await
-        .expect("touch absent"));
-    assert_eq!(
-        store.load(&absent).await.expect("load"),
-        None,
-        "a touch never creates"
-    );
-}
-
-async fn delete_expired_honours_limit_and_dormant_for<S: SessionStore>(store: Arc<S>) {
-    let t = now();
-    let mut expired = Vec::new();
-    let mut dormant = Vec::new();
-    let mut live = Vec::new();
-    for _ in 0..5 {
-        let key = fresh_key();
-        let r = record(json!({"kind": "expired"}), t - 3 * HOUR, t - HOUR);
-        assert!(store.create(&key, &r).await.expect("create"));
-        expired.push(key);
-    }
-    for _ in 0..2 {
-        let key = fresh_key();
-        // Not expired, but unused for two hours.
-        let r = record(json!({"kind": "dormant"}), t - 2 * HOUR, t + HOUR);
-        assert!(store.create(&key, &r).await.expect("create"));
-        dormant.push(key);
-    }
-    for _ in 0..3 {
-        let key = fresh_key();
-        let r = record(json!({"kind": "live"}), t, t + HOUR);
-        assert!(store.create(&key, &r).await.expect("create"));
-        live.push(key);
-    }
-
-    let dormant_for = Duration::from_millis(HOUR);
-    let mut batches = Vec::new();
-    loop {
-        let cleanup = store
-            .delete_expired(t, dormant_for, 3)
-            .await
-            .expect("delete_expired");
-        batches.push((cleanup.removed, cleanup.more));
-        assert!(
-            batches.len() <= 10,
-            "`more` never became false: {batches:?}"
-        );
-        if !cleanup.more {
-            break;
-        }
-    }
-    assert_eq!(batches, [(3, true), (3, true), (1, false)]);
-    let again = store
-        .delete_expired(t, dormant_for, 3)
-        .await
-        .expect("again");
-    assert_eq!((again.removed, again.more), (0, false));
-
-    for key in expired.iter().chain(&dormant) {
-        assert_eq!(store.load(key).await.expect("load"), None);
-    }
-    for key in &live {
-        assert!(
-            store.load(key).await.expect("load").is_some(),
-            "live records stay"
-        );
-    }
-}
-
-async fn concurrent_cas_increments_lose_nothing<S: SessionStore>(store: Arc<S>) {
-    const WRITERS: u64 = 64;
-    let key = fresh_key();
-    let t = now();
-    let start = record(json!({"n": 0}), t, t + HOUR);
-    assert!(store.create(&key, &start).await.expect("create"));
-
-    let mut tasks = Vec::new();
-    for _ in 0..WRITERS {
-        let (store, key) = (store.clone(), key.clone());
-        tasks.push(tokio::spawn(async move {
-            for _attempt in 0..10_000 {
-                let mut r = store.load(&key).await.expect("load").expect("present");
-                let n = r.data["n"].as_u64().expect("n is a number");
-                r.data.insert("n".into(), json!(n + 1));
-                let expected = r.version;
-                r.version += 1;
-                match store.save(&key, &r, expected).await.expect("save") {
-                    SaveOutcome::Saved => return,
-                    SaveOutcome::Conflict => continue,
-                    SaveOutcome::Missing => panic!("the record vanished"),
-                }
-            }
-            panic!("no save went through in 10,000 attempts");
-        }));
-    }
-    for task in tasks {
-        task.await.expect("writer task");
-    }
-    let end = store.load(&key).await.expect("load").expect("present");
-    assert_eq!(end.data["n"], json!(WRITERS));
-    assert_eq!(end.version, WRITERS + 1);
-}
+// Test bodies about SQL: migrations and tables. The store contract (round trip, expiry,
+// cleanup, compare-and-set, size limit, …) runs against every backend in the conformance
+// suite (`conformance_sql`).
 
 async fn migrate_is_idempotent_and_keeps_data(store: Arc<SqlStore>) {
     let key = fresh_key();
@@ -473,22 +206,6 @@ async fn migrate_is_idempotent_and_keeps_data(store: Arc<SqlStore>) {
         run.await.expect("task").expect("concurrent migrate");
     }
     assert_eq!(store.load(&key).await.expect("load"), Some(r));
-}
-
-async fn oversized_record_is_refused<S: SessionStore>(store: Arc<S>) {
-    let key = fresh_key();
-    let t = now();
-    let mut data = Map::new();
-    data.insert(
-        "blob".into(),
-        json!("x".repeat(vishnu::record::MAX_RECORD_BYTES)),
-    );
-    let big = Record::new(data, t, t + HOUR);
-    assert!(matches!(
-        store.create(&key, &big).await,
-        Err(StoreError::TooLarge(_))
-    ));
-    assert_eq!(store.load(&key).await.expect("load"), None);
 }
 
 async fn unmigrated_table_error_mentions_migrate(store: Arc<SqlStore>) {
