@@ -21,6 +21,8 @@ pub const DEFAULT_PATH: &str = "/";
 pub const DEFAULT_BROWSER_SESSION_TTL: Duration = Duration::from_secs(86_400);
 /// The default grace window of [`ConfigBuilder::cycle_grace`] and [`ConfigBuilder::renew_grace`].
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+/// The default of [`ConfigBuilder::save_deadline`].
+pub const DEFAULT_SAVE_DEADLINE: Duration = Duration::from_secs(5);
 /// Longest grace window accepted.
 const MAX_GRACE: Duration = Duration::from_secs(3600);
 
@@ -98,6 +100,7 @@ pub(crate) struct Settings {
     pub(crate) cycle_grace: Duration,
     pub(crate) renew_every: Option<Duration>,
     pub(crate) renew_grace: Duration,
+    pub(crate) save_deadline: Duration,
     /// The store the engine runs with: private, so that the engine reaches
     /// it only through its `Persistence` (no store calls in cookie mode).
     store: Arc<dyn SessionStore>,
@@ -118,6 +121,7 @@ impl fmt::Debug for Config {
             .field("cycle_grace", &c.cycle_grace)
             .field("renew_every", &c.renew_every)
             .field("renew_grace", &c.renew_grace)
+            .field("save_deadline", &c.save_deadline)
             .finish_non_exhaustive()
     }
 }
@@ -176,6 +180,10 @@ impl Config {
     pub fn renew_grace(&self) -> Duration {
         self.inner.renew_grace
     }
+    /// The longest one save may take before it fails with `TooManyConflicts`.
+    pub fn save_deadline(&self) -> Duration {
+        self.inner.save_deadline
+    }
     /// Whether cookie values are encrypted.
     pub fn encrypted(&self) -> bool {
         !self.inner.encrypt_keys.is_empty()
@@ -206,6 +214,7 @@ pub struct ConfigBuilder {
     cycle_grace: Duration,
     renew_every: Option<Duration>,
     renew_grace: Duration,
+    save_deadline: Duration,
     store: Option<Arc<dyn SessionStore>>,
     clock: Arc<dyn Clock>,
 }
@@ -230,6 +239,7 @@ impl Default for ConfigBuilder {
             cycle_grace: DEFAULT_GRACE,
             renew_every: None,
             renew_grace: DEFAULT_GRACE,
+            save_deadline: DEFAULT_SAVE_DEADLINE,
             store: None,
             clock: Arc::new(SystemClock),
         }
@@ -343,6 +353,14 @@ impl ConfigBuilder {
         self.renew_grace = grace;
         self
     }
+    /// The longest one save may take, waiting for its turn and retrying after
+    /// version conflicts included; past it the save fails with
+    /// [`SessionError::TooManyConflicts`](crate::SessionError::TooManyConflicts)
+    /// instead of holding the request. Default 5 s; more than zero, at most an hour.
+    pub fn save_deadline(mut self, deadline: Duration) -> Self {
+        self.save_deadline = deadline;
+        self
+    }
     /// The store that holds session records (required).
     pub fn store(mut self, store: impl SessionStore) -> Self {
         self.store = Some(Arc::new(store));
@@ -440,10 +458,17 @@ impl ConfigBuilder {
         for (option, value) in [
             ("cycle_grace", self.cycle_grace),
             ("renew_grace", self.renew_grace),
+            ("save_deadline", self.save_deadline),
         ] {
             if value > MAX_GRACE {
                 return Err(ConfigError::GraceTooLong { option, value });
             }
+        }
+        if self.save_deadline.is_zero() {
+            return Err(ConfigError::InvalidTimeout {
+                option: "save_deadline",
+                value: self.save_deadline,
+            });
         }
         let store = self.store.ok_or(ConfigError::MissingStore)?;
 
@@ -476,6 +501,7 @@ impl ConfigBuilder {
                 cycle_grace: self.cycle_grace,
                 renew_every: self.renew_every,
                 renew_grace: self.renew_grace,
+                save_deadline: self.save_deadline,
                 store,
                 clock: self.clock,
             }),

@@ -497,16 +497,28 @@ pub(crate) async fn persist(
     // Requests of this process that write the same session take turns: under
     // sustained contention, optimistic retries alone can starve a request.
     // Compare-and-set still guards against other processes.
+    // One deadline for the whole save, waiting for the turn included: under
+    // contention a request fails cleanly instead of waiting for minutes.
+    let deadline = tokio::time::Instant::now() + config.save_deadline;
     let existing = session.state().live.as_ref().map(|l| l.key.clone());
     let _turn = match (&existing, server) {
-        (Some(key), Some(_)) => Some(write_lock(config, key).lock().await),
+        (Some(key), Some(_)) => {
+            match tokio::time::timeout_at(deadline, write_lock(config, key).lock()).await {
+                Ok(turn) => Some(turn),
+                Err(_) => return Err(gave_up(0)),
+            }
+        }
         _ => None,
     };
     let mut started = std::time::Instant::now();
     for attempt in 0..MAX_ATTEMPTS {
         if attempt > 0 {
             // The previous attempt ran from `started` until now.
-            backoff(attempt, started.elapsed()).await;
+            let pause = backoff_pause(attempt, started.elapsed());
+            if tokio::time::Instant::now() + pause >= deadline {
+                return Err(gave_up(attempt));
+            }
+            tokio::time::sleep(pause).await;
             started = std::time::Instant::now();
         }
         let now = config.clock.now_millis();
@@ -650,11 +662,15 @@ pub(crate) async fn persist(
             }
         }
     }
+    Err(gave_up(MAX_ATTEMPTS))
+}
+
+fn gave_up(attempts: u32) -> SessionError {
     tracing::warn!(
-        attempts = MAX_ATTEMPTS,
-        "session save gave up after repeated conflicts"
+        attempts,
+        "session save gave up after repeated conflicts (attempts or save_deadline exhausted)"
     );
-    Err(SessionError::TooManyConflicts)
+    SessionError::TooManyConflicts
 }
 
 /// Lists `key` in the index of the record's user, under its handle.
@@ -730,7 +746,7 @@ fn superseded(session: &Session) -> SessionError {
 /// through). The window stops growing after a few attempts: an ever-growing
 /// window would let newly arriving requests overtake one that has been
 /// retrying, and starve it.
-async fn backoff(attempt: u32, last_attempt: Duration) {
+fn backoff_pause(attempt: u32, last_attempt: Duration) -> Duration {
     let mut r = [0u8; 4];
     let _ = getrandom::fill(&mut r);
     let unit = last_attempt.max(Duration::from_millis(1));
@@ -739,7 +755,7 @@ async fn backoff(attempt: u32, last_attempt: Duration) {
         .unwrap_or(1_000_000)
         .max(1);
     let jitter = u64::from(u32::from_le_bytes(r)) % micros;
-    tokio::time::sleep(Duration::from_micros(jitter)).await;
+    Duration::from_micros(jitter)
 }
 
 /// Ends the session server-side, whether or not it was read first.
