@@ -140,3 +140,29 @@ def test_cloud_datastore_store_and_cleanup(datastore_emulator):
     c = gcd.client()
     remaining = list(c.query(kind=gcd.TABLE_NAME).fetch())
     assert len(remaining) == 1
+
+
+def _touch_never_moves_the_expiry_earlier(store):
+    now = int(time.time() * 1000)
+    day, hour = 86400000, 3600000
+    rec = json.dumps({"v": 1, "data": {"n": 1}, "created_at": now, "last_access": now,
+                      "expires_at": now + day, "version": 1})
+    store.create("raised", rec, now + day)
+    # A late refresh from a request that read a 30-minute timeout.
+    assert store.touch("raised", now + 10, now + hour // 2)
+    loaded = json.loads(store.load("raised"))
+    assert (loaded["expires_at"], loaded["last_access"]) == (now + day, now + 10)
+    assert store.touch("raised", now + 20, now + 2 * day)
+    assert json.loads(store.load("raised"))["expires_at"] == now + 2 * day
+
+
+def test_gae_stores_never_move_the_expiry_earlier(testbed):
+    from vishnu.backend.client import google_app_engine_memcache as gmem
+    from vishnu.backend.client import google_app_engine_ndb as gndb
+    _touch_never_moves_the_expiry_earlier(gmem.Store())
+    _touch_never_moves_the_expiry_earlier(gndb.Store())
+
+
+def test_cloud_datastore_never_moves_the_expiry_earlier(datastore_emulator):
+    from vishnu.backend.client import google_cloud_datastore as gcd
+    _touch_never_moves_the_expiry_earlier(gcd.Store())

@@ -380,10 +380,16 @@ async fn touch_on(
         if record.is_expired(now) {
             return Ok(false);
         }
+        // Neither moves backwards (see `SessionStore::touch`).
         record.last_access = record.last_access.max(last_access);
-        record.expires_at = expires_at;
+        record.expires_at = record.expires_at.max(expires_at);
         match conn
-            .cas(mkey, &encode(&record)?, exptime(expires_at, now), cas)
+            .cas(
+                mkey,
+                &encode(&record)?,
+                exptime(record.expires_at, now),
+                cas,
+            )
             .await?
         {
             CasReply::Stored => return Ok(true),

@@ -253,8 +253,10 @@ impl SessionStore for MemoryStore {
         let mut shard = self.shard(key);
         match shard.records.get_mut(key) {
             Some(stored) if !stored.is_expired(now) => {
+                // Neither moves backwards: a late touch from an older request
+                // must not undo a longer timeout another request just saved.
                 stored.last_access = stored.last_access.max(last_access);
-                stored.expires_at = expires_at;
+                stored.expires_at = stored.expires_at.max(expires_at);
                 Ok(true)
             }
             _ => Ok(false),

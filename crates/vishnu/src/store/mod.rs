@@ -151,6 +151,9 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Extends a record's life without rewriting its data or changing its
     /// version. Returns `false` if there is no record: a touch never creates one.
+    /// Neither `last_access` nor `expires_at` moves backwards: a late touch
+    /// from a request that read an older, shorter timeout must not undo a
+    /// longer one that another request saved.
     async fn touch(
         &self,
         key: &StoreKey,

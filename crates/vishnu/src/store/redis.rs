@@ -113,18 +113,20 @@ const SAVE_CONFLICT: i64 = 1;
 const SAVE_SAVED: i64 = 2;
 
 /// `KEYS[1]` key; `ARGV` last_access, expires_at. Returns 0 when there is no record.
-/// Millisecond times stay below 2^53, so Lua numbers compare them exactly.
+/// Neither time moves backwards (see `SessionStore::touch`). Millisecond times
+/// stay below 2^53, so Lua numbers compare them exactly.
 static TOUCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local current = redis.call('HGET', KEYS[1], 'last_access')
-if not current then return 0 end
-if tonumber(ARGV[1]) > (tonumber(current) or 0) then
-  redis.call('HSET', KEYS[1], 'last_access', ARGV[1], 'expires_at', ARGV[2])
-else
-  redis.call('HSET', KEYS[1], 'expires_at', ARGV[2])
+local current = redis.call('HMGET', KEYS[1], 'last_access', 'expires_at')
+if not current[1] then return 0 end
+if tonumber(ARGV[1]) > (tonumber(current[1]) or 0) then
+  redis.call('HSET', KEYS[1], 'last_access', ARGV[1])
 end
-redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+if tonumber(ARGV[2]) > (tonumber(current[2]) or 0) then
+  redis.call('HSET', KEYS[1], 'expires_at', ARGV[2])
+  redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+end
 return 1
 ",
     )

@@ -543,6 +543,7 @@ impl SessionStore for SqlStore {
                     .bind(last_access)
                     .bind(last_access)
                     .bind(expires_at)
+                    .bind(expires_at)
                     .bind(key.as_str())
                     .bind(now)
                     .execute(pool)
@@ -765,10 +766,11 @@ impl Statements {
             ),
             exists: format!("SELECT 1 FROM {t} WHERE {k} = ? AND expires_at > ?"),
             delete: format!("DELETE FROM {t} WHERE {k} = ?"),
-            // last_access never moves backwards, as in the memory store.
+            // Neither time moves backwards, as in the memory store.
             touch: format!(
                 "UPDATE {t} SET last_access = CASE WHEN last_access < ? THEN ? ELSE last_access END, \
-                 expires_at = ? WHERE {k} = ? AND expires_at > ?"
+                 expires_at = CASE WHEN expires_at < ? THEN ? ELSE expires_at END \
+                 WHERE {k} = ? AND expires_at > ?"
             ),
             sweep: format!(
                 "DELETE FROM {t} WHERE {k} IN (SELECT {k} FROM {t} WHERE {doomed} LIMIT ?)"

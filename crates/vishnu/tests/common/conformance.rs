@@ -44,6 +44,7 @@ macro_rules! conformance_suite {
                 conformance::stale_version_save_is_rejected(),
                 conformance::save_on_missing_or_expired_record_is_missing(),
                 conformance::touch_extends_without_rewriting_or_creating(),
+                conformance::touch_never_moves_the_expiry_earlier(),
                 conformance::delete_expired_honours_limit_and_dormant_for($native),
                 conformance::concurrent_cas_increments_lose_nothing(),
                 conformance::oversized_record_is_refused($limit),
@@ -150,7 +151,7 @@ pub async fn round_trip(store: &dyn SessionStore) {
     );
     assert_eq!(store.load(&key).await.expect("load"), Some(saved.clone()));
 
-    // touch moves the times and nothing else, and never moves last_access back.
+    // touch moves the times and nothing else, and never moves either back.
     let later = t + 5_000;
     assert!(store
         .touch(&key, later, later + 3 * HOUR)
@@ -169,7 +170,7 @@ pub async fn round_trip(store: &dyn SessionStore) {
     let touched = store.load(&key).await.expect("load").expect("present");
     assert_eq!(
         (touched.last_access, touched.expires_at),
-        (later, later + HOUR)
+        (later, later + 3 * HOUR)
     );
 
     // A save after a touch still compares versions only.
@@ -311,6 +312,30 @@ pub async fn save_on_missing_or_expired_record_is_missing(store: Arc<dyn Session
 /// A touch extends a record's life past its original expiry (for Redis and memcached: the
 /// server's TTL), without rewriting its data or changing its version, never moves
 /// `last_access` back, and never creates a record.
+/// A stale read-only refresh must not undo a timeout another request just raised.
+pub async fn touch_never_moves_the_expiry_earlier(store: Arc<dyn SessionStore>) {
+    let key = fresh_key();
+    let t = now();
+    // Another request raised this session's timeout to a day.
+    let rec = record_at(json!({"n": 1}), t, t + 24 * HOUR);
+    assert!(store.create(&key, &rec).await.expect("create"));
+    // A request that read the old 30-minute timeout refreshes late.
+    assert!(store
+        .touch(&key, t + 10, t + HOUR / 2)
+        .await
+        .expect("touch"));
+    let loaded = store.load(&key).await.expect("load").expect("record");
+    assert_eq!(loaded.expires_at, t + 24 * HOUR, "the raised expiry stays");
+    assert_eq!(loaded.last_access, t + 10, "the access still counts");
+    // A later expiry still moves it forward.
+    assert!(store
+        .touch(&key, t + 20, t + 25 * HOUR)
+        .await
+        .expect("touch"));
+    let loaded = store.load(&key).await.expect("load").expect("record");
+    assert_eq!(loaded.expires_at, t + 25 * HOUR);
+}
+
 pub async fn touch_extends_without_rewriting_or_creating(store: Arc<dyn SessionStore>) {
     let key = fresh_key();
     let t = now();

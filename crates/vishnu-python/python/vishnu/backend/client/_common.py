@@ -23,10 +23,13 @@ def version(record_json):
 
 
 def touched(record_json, last_access, expires_at):
+    """The record with its times moved forward (never back: a late touch from
+    a request that read a shorter timeout must not undo a longer one), and its
+    resulting expiry."""
     record = json.loads(record_json)
     record["last_access"] = max(record.get("last_access", 0), last_access)
-    record["expires_at"] = expires_at
-    return json.dumps(record, separators=(",", ":"))
+    record["expires_at"] = max(record.get("expires_at", 0), expires_at)
+    return json.dumps(record, separators=(",", ":")), record["expires_at"]
 
 
 def memcache_time(expires_at_ms):

@@ -44,8 +44,8 @@ class Store(object):
             current = client.gets(key, namespace=NAMESPACE)
             if current is None or _common.expired(current):
                 return False
-            updated = _common.touched(current, last_access, expires_at)
-            if client.cas(key, updated, time=_common.memcache_time(expires_at), namespace=NAMESPACE):
+            updated, expires = _common.touched(current, last_access, expires_at)
+            if client.cas(key, updated, time=_common.memcache_time(expires), namespace=NAMESPACE):
                 return True
         return True  # others kept writing: the session is alive and was just refreshed by them
 

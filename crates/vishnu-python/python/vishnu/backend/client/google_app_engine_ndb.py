@@ -89,9 +89,9 @@ class Store(object):
             current = ndb.Key(model(), key).get()
             if current is None or _common.expired(current.data):
                 return False
-            current.data = _common.touched(current.data, last_access, expires_at)
+            current.data, expires = _common.touched(current.data, last_access, expires_at)
             current.last_accessed = _common.to_datetime(last_access)
-            current.expires = _common.to_datetime(expires_at)
+            current.expires = _common.to_datetime(expires)
             current.put()
             return True
         return txn()

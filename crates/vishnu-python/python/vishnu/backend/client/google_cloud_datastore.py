@@ -77,7 +77,8 @@ class Store(object):
             current = c.get(c.key(TABLE_NAME, key))
             if current is None or _common.expired(current["data"]):
                 return False
-            _put(c, key, _common.touched(current["data"], last_access, expires_at), expires_at)
+            data, expires = _common.touched(current["data"], last_access, expires_at)
+            _put(c, key, data, expires)
             return True
 
     def delete_expired(self, now, dormant_for, limit):
