@@ -221,7 +221,7 @@ struct Engine {
 #[pymethods]
 impl Engine {
     #[new]
-    #[pyo3(signature = (*, secret, store, fallback_secrets=Vec::new(), cookie_name="vishnu".to_owned(), encrypt_key=None, fallback_encrypt_keys=Vec::new(), secure=true, http_only=true, same_site="Lax".to_owned(), domain=None, path="/".to_owned(), auto_save=false, timeout=None, absolute_timeout=None, renew_every=None, cycle_grace=10.0, renew_grace=10.0, clock=None))]
+    #[pyo3(signature = (*, secret, store, fallback_secrets=Vec::new(), cookie_name="vishnu".to_owned(), encrypt_key=None, fallback_encrypt_keys=Vec::new(), secure=true, http_only=true, same_site="Lax".to_owned(), domain=None, path="/".to_owned(), auto_save=false, timeout=None, absolute_timeout=None, renew_every=None, cycle_grace=10.0, renew_grace=10.0, partitioned=false, clock=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         secret: Vec<u8>,
@@ -241,6 +241,7 @@ impl Engine {
         renew_every: Option<u64>,
         cycle_grace: f64,
         renew_grace: f64,
+        partitioned: bool,
         clock: Option<PyRef<'_, ManualClock>>,
     ) -> PyResult<Self> {
         let same_site = match same_site.to_ascii_lowercase().as_str() {
@@ -261,6 +262,7 @@ impl Engine {
             .http_only(http_only)
             .same_site(same_site)
             .path(path)
+            .partitioned(partitioned)
             .auto_save(auto_save)
             .cycle_grace(grace("cycle_grace", cycle_grace)?)
             .renew_grace(grace("renew_grace", renew_grace)?);

@@ -119,3 +119,15 @@ def test_session_can_be_built_from_an_environ():
     assert s.needs_save and s.get("x") == {"a": [1, 2]}
     s.save()
     assert s.started and s.header().startswith("vishnu=")
+
+
+def test_partitioned_cookies_need_secure_and_mark_both_cookies():
+    from conftest import Caller, config, routes
+    with pytest.raises(ValueError, match="partitioned"):
+        Config(secret=SECRET, backend=Memory(), secure=False, partitioned=True)
+    assert Config(secret=SECRET, backend=Memory()).partitioned is False
+    caller = Caller(SessionMiddleware(routes, config(secure=True, partitioned=True, auto_save=True)))
+    _, _, issued = caller("/set/user/ada")
+    assert issued and issued[0].endswith("; Partitioned"), issued
+    _, _, removed = caller("/terminate")
+    assert removed and "Max-Age=0" in removed[0] and removed[0].endswith("; Partitioned"), removed

@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --example demo -- [--port 3000] [--store memory] [--timeout SECONDS]
 //!     [--tls-cert FILE --tls-key FILE] [--cookie-name NAME] [--same-site strict|lax|none]
-//!     [--renew-every SECONDS] [--grace SECONDS]
+//!     [--renew-every SECONDS] [--grace SECONDS] [--partitioned]
 //! ```
 //!
 //! Plain HTTP by default, with a non-`Secure` cookie (browsers drop `Secure`
@@ -35,7 +35,7 @@ use vishnu::{Config, SameSite, Session, SessionError, SessionLayer};
 
 const USAGE: &str = "usage: demo [--port N] [--store URL] [--timeout SECONDS] \
 [--tls-cert FILE --tls-key FILE] [--cookie-name NAME] [--same-site strict|lax|none] \
-[--renew-every SECONDS] [--grace SECONDS]";
+[--renew-every SECONDS] [--grace SECONDS] [--partitioned]";
 
 struct Args {
     port: u16,
@@ -47,6 +47,7 @@ struct Args {
     same_site: Option<SameSite>,
     renew_every: Option<u64>,
     grace: Option<u64>,
+    partitioned: bool,
 }
 
 fn seconds(flag: &str, v: &str) -> Result<u64, String> {
@@ -65,6 +66,7 @@ fn parse_args() -> Result<Args, String> {
         same_site: None,
         renew_every: None,
         grace: None,
+        partitioned: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -82,6 +84,7 @@ fn parse_args() -> Result<Args, String> {
                 args.renew_every = Some(seconds("--renew-every", &value("--renew-every")?)?)
             }
             "--grace" => args.grace = Some(seconds("--grace", &value("--grace")?)?),
+            "--partitioned" => args.partitioned = true,
             "--tls-cert" => args.tls_cert = Some(value("--tls-cert")?.into()),
             "--tls-key" => args.tls_key = Some(value("--tls-key")?.into()),
             "--cookie-name" => args.cookie_name = Some(value("--cookie-name")?),
@@ -101,7 +104,8 @@ fn parse_args() -> Result<Args, String> {
                      with a Secure cookie (default: plain HTTP, cookie not Secure)\n  \
                      --cookie-name: default {}\n  --same-site: default lax\n  \
                      --renew-every: give a used session a new id at most this often (default off)\n  \
-                     --grace: the cycle and renewal grace windows (default 10)",
+                     --grace: the cycle and renewal grace windows (default 10)\n  \
+                     --partitioned: a Partitioned (CHIPS) cookie; needs HTTPS",
                     vishnu::store::supported().join(", "),
                     vishnu::DEFAULT_COOKIE_NAME,
                 );
@@ -161,6 +165,9 @@ async fn main() {
     }
     if let Some(every) = args.renew_every {
         builder = builder.renew_every(Duration::from_secs(every));
+    }
+    if args.partitioned {
+        builder = builder.partitioned(true);
     }
     if let Some(grace) = args.grace {
         builder = builder

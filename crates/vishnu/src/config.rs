@@ -52,6 +52,9 @@ pub enum ConfigError {
     /// A `__Host-` or `__Secure-` name whose requirements are not met.
     #[error("cookie_name: {0}")]
     PrefixRequirements(&'static str),
+    /// Partitioned without Secure.
+    #[error("partitioned: requires secure(true)")]
+    PartitionedRequiresSecure,
     /// SameSite=None without Secure.
     #[error("same_site: None requires secure(true)")]
     SameSiteNoneRequiresSecure,
@@ -156,6 +159,10 @@ impl Config {
     pub fn path(&self) -> &str {
         &self.inner.cookie.path
     }
+    /// Whether the cookie is marked `Partitioned` (CHIPS).
+    pub fn partitioned(&self) -> bool {
+        self.inner.cookie.partitioned
+    }
     /// Whether changes are saved at the end of a request without an explicit `save()`.
     pub fn auto_save(&self) -> bool {
         self.inner.auto_save
@@ -207,6 +214,7 @@ pub struct ConfigBuilder {
     same_site: SameSite,
     domain: Option<String>,
     path: String,
+    partitioned: bool,
     auto_save: bool,
     timeout: Option<Duration>,
     absolute_timeout: Option<Duration>,
@@ -232,6 +240,7 @@ impl Default for ConfigBuilder {
             same_site: SameSite::Lax,
             domain: None,
             path: DEFAULT_PATH.to_owned(),
+            partitioned: false,
             auto_save: false,
             timeout: None,
             absolute_timeout: None,
@@ -305,6 +314,14 @@ impl ConfigBuilder {
     /// The Path attribute (default `/`).
     pub fn path(mut self, path: impl Into<String>) -> Self {
         self.path = path.into();
+        self
+    }
+    /// Marks the cookie `Partitioned` (CHIPS), the removal cookie too, so
+    /// that a site embedded in others (an iframe) keeps one session per
+    /// top-level site where browsers block third-party cookies. Requires
+    /// `secure(true)`, else [`ConfigError::PartitionedRequiresSecure`]. Default false.
+    pub fn partitioned(mut self, partitioned: bool) -> Self {
+        self.partitioned = partitioned;
         self
     }
     /// Save changes at the end of every request without an explicit `save()` (default false).
@@ -441,6 +458,9 @@ impl ConfigBuilder {
                 "a __Secure- name requires secure(true)",
             ));
         }
+        if self.partitioned && !self.secure {
+            return Err(ConfigError::PartitionedRequiresSecure);
+        }
         if self.same_site == SameSite::None && !self.secure {
             return Err(ConfigError::SameSiteNoneRequiresSecure);
         }
@@ -493,6 +513,7 @@ impl ConfigBuilder {
                     same_site: self.same_site,
                     domain: self.domain,
                     path: self.path,
+                    partitioned: self.partitioned,
                 },
                 auto_save: self.auto_save,
                 timeout,

@@ -79,6 +79,8 @@ pub(crate) struct CookieAttributes {
     pub(crate) same_site: SameSite,
     pub(crate) domain: Option<String>,
     pub(crate) path: String,
+    /// CHIPS: the browser keys the cookie by the top-level site too.
+    pub(crate) partitioned: bool,
 }
 
 /// A `Set-Cookie` value that issues `value`, persistent until `expires_at` if given.
@@ -133,6 +135,9 @@ fn attributes(config: &CookieAttributes, out: &mut String) {
     }
     out.push_str("; SameSite=");
     out.push_str(config.same_site.as_str());
+    if config.partitioned {
+        out.push_str("; Partitioned");
+    }
 }
 
 #[cfg(test)]

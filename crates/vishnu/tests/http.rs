@@ -547,6 +547,51 @@ async fn the_removal_cookie_carries_the_issued_attributes() {
 }
 
 #[tokio::test]
+async fn a_partitioned_cookie_and_its_removal_say_partitioned() {
+    let config = builder().partitioned(true).build().expect("config");
+    assert!(config.partitioned());
+    let mut client = Client::new(app(config));
+    let issued = client
+        .get("/set/user/ada")
+        .await
+        .set_cookie()
+        .expect("cookie")
+        .to_owned();
+    let removal = client
+        .get("/terminate")
+        .await
+        .set_cookie()
+        .expect("removal")
+        .to_owned();
+    assert!(
+        issued.ends_with("; Secure; HttpOnly; SameSite=Lax; Partitioned"),
+        "{issued}"
+    );
+    assert_eq!(attr(&removal, "Partitioned"), Some(""), "{removal}");
+    // Not partitioned by default.
+    let mut plain = Client::new(app(builder().build().expect("config")));
+    let issued = plain
+        .get("/set/user/ada")
+        .await
+        .set_cookie()
+        .expect("cookie")
+        .to_owned();
+    assert_eq!(attr(&issued, "Partitioned"), None);
+}
+
+#[test]
+fn a_partitioned_cookie_requires_secure() {
+    assert_eq!(
+        builder()
+            .partitioned(true)
+            .secure(false)
+            .build()
+            .expect_err("refused"),
+        ConfigError::PartitionedRequiresSecure
+    );
+}
+
+#[tokio::test]
 async fn without_auto_save_changes_need_save() {
     let (app, store) = memory_app();
     let a = send(&app, "/put/user/ada", &[]).await;

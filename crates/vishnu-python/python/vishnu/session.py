@@ -102,7 +102,8 @@ class Config(object):
     cookie at all and has its writes refused with :class:`Superseded`; default
     10 seconds) and ``renew_grace`` (after a renewal, how long the old id is
     still served the session and sent the new id; default 10 seconds). Grace
-    windows are 0 to 3600 seconds, fractions allowed.
+    windows are 0 to 3600 seconds, fractions allowed. ``partitioned`` marks
+    the cookie Partitioned (CHIPS) and requires ``secure``.
     The store connection is opened on first use, not here.
     """
 
@@ -110,7 +111,7 @@ class Config(object):
                  path=None, http_only=True, auto_save=False, timeout=None, backend=None,
                  same_site="Lax", fallback_secrets=(), fallback_encrypt_keys=(),
                  absolute_timeout=None, renew_every=None, cycle_grace=DEFAULT_GRACE,
-                 renew_grace=DEFAULT_GRACE):
+                 renew_grace=DEFAULT_GRACE, partitioned=False):
         from vishnu.backend.config import Base
 
         if secret is None or len(secret) < SECRET_MIN_LEN:
@@ -141,6 +142,9 @@ class Config(object):
         if same_site not in SAME_SITE_VALUES:
             raise ValueError("same_site must be one of %s" % ", ".join(SAME_SITE_VALUES))
         self._same_site = same_site
+        if partitioned and not secure:
+            raise ValueError("partitioned requires secure=True")
+        self._partitioned = bool(partitioned)
         if backend is None or not isinstance(backend, Base):
             raise TypeError("unknown backend configuration received %s" % backend)
         self._backend = backend
@@ -165,6 +169,7 @@ class Config(object):
     renew_every = property(lambda self: self._renew_every, doc="The renewal period in seconds, or None.")
     cycle_grace = property(lambda self: self._cycle_grace, doc="The grace window after cycle_id() in seconds.")
     renew_grace = property(lambda self: self._renew_grace, doc="The grace window after a renewal in seconds.")
+    partitioned = property(lambda self: self._partitioned, doc="Whether the cookie is Partitioned (CHIPS).")
 
     @property
     def timeout(self):
@@ -210,6 +215,7 @@ class Config(object):
                     renew_every=self._renew_every,
                     cycle_grace=float(self._cycle_grace),
                     renew_grace=float(self._renew_grace),
+                    partitioned=self._partitioned,
                     clock=self._clock,
                 )
             return self._engine

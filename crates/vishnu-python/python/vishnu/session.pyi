@@ -27,6 +27,7 @@ class Config:
         same_site: str = "Lax", fallback_secrets: Iterable[Union[str, bytes]] = (),
         fallback_encrypt_keys: Iterable[Union[str, bytes]] = (), absolute_timeout: Optional[int] = None,
         renew_every: Optional[int] = None, cycle_grace: float = 10, renew_grace: float = 10,
+        partitioned: bool = False,
     ) -> None: ...
     @property
     def secret(self) -> Union[str, bytes]: ...
@@ -58,6 +59,8 @@ class Config:
     def cycle_grace(self) -> float: ...
     @property
     def renew_grace(self) -> float: ...
+    @property
+    def partitioned(self) -> bool: ...
     timeout: Optional[int]
 
 class Session:
