@@ -33,7 +33,14 @@ with headless Chromium:
     counter, login and logout;
   - SameSite=Strict: an auto-submitting form on http://127.0.0.1:PORT POSTing to the demo's
     /logout on http://localhost:PORT (a different site) does not carry the cookie and leaves the
-    victim logged in; control: with SameSite=None (over HTTPS) the same page does log out.
+    victim logged in; control: with SameSite=None (over HTTPS) the same page does log out;
+  - Partitioned (CHIPS): without TLS the demo refuses --partitioned (exit 2); with
+    --partitioned --same-site none over HTTPS: first-party on https://localhost
+    the counter goes up, Set-Cookie says Partitioned, the stored cookie has a partitionKey, and
+    logout (a Partitioned removal) deletes it; third-party: a page on https://127.0.0.1 embeds
+    the demo's /counter in an iframe, which counts 1, 2 in its own partition, while a top-level
+    visit starts at 1 (not sent the iframe's cookie); control: without --partitioned the
+    browser keeps no third-party cookie (the iframe stays at 1).
 
 Environment:
   VISHNU_DEMO_BIN   the demo binary (default target/debug/examples/demo; build it with
@@ -688,6 +695,129 @@ await section('control: SameSite=None (HTTPS) lets the same cross-site POST log 
     await context.close();
     await attacker.close();
     await demo.stop();
+  }
+});
+
+// The embedding site for the Partitioned checks: an HTTPS page on 127.0.0.1 (a different site
+// from the demo on localhost) whose only content is an iframe of GET /?src=URL.
+async function startEmbedder() {
+  const port = await freePort();
+  const server = https.createServer({ cert: fs.readFileSync(certPath), key: fs.readFileSync(keyPath) }, (req, res) => {
+    const src = new URL(req.url, 'https://127.0.0.1').searchParams.get('src') || '';
+    const esc = src.replace(/&/g, '&amp;').replace(/"/g, '&quot;').replace(/</g, '&lt;');
+    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+    res.end(`<!doctype html><html><body><h1>Embedding site</h1><iframe id="f" src="${esc}"></iframe></body></html>`);
+  });
+  await new Promise((r) => server.listen(port, '127.0.0.1', r));
+  servers.add(server);
+  return {
+    url: (src) => `https://127.0.0.1:${port}/?src=${encodeURIComponent(src)}`,
+    close: () => new Promise((r) => { servers.delete(server); server.close(r); }),
+  };
+}
+
+// Loads the embedding page with `target` in its iframe; returns what the iframe showed, the
+// Cookie header its request carried and the Set-Cookie headers it was answered with.
+async function viaIframe(page, embedder, target) {
+  const answered = page.waitForResponse((r) => r.url() === target, { timeout: 15000 });
+  await page.goto(embedder.url(target));
+  const response = await answered;
+  await page.waitForLoadState('load');
+  const frame = page.frames().find((f) => f !== page.mainFrame() && f.url() === target);
+  const body = frame ? (await frame.evaluate(() => document.body.innerText)).trim() : `(no iframe at ${target})`;
+  const cookieHeader = (await response.request().allHeaders()).cookie || '';
+  const setCookies = (await response.headersArray())
+    .filter((h) => h.name.toLowerCase() === 'set-cookie').flatMap((h) => h.value.split('\n'));
+  return { body, cookieHeader, setCookies };
+}
+
+await section('Partitioned (CHIPS) cookie: first-party and in a third-party iframe (--partitioned, HTTPS)', async () => {
+  // A Partitioned cookie must be Secure: without TLS the demo refuses to start (exit 2).
+  const port = await freePort();
+  const refused = spawnSync(demoBin, ['--port', String(port), '--store', 'memory', '--partitioned'],
+    { encoding: 'utf8', timeout: 10000, env: { ...process.env, NO_COLOR: '1' } });
+  check('--partitioned without TLS: the demo exits 2 with a configuration error',
+    refused.status === 2 && /configuration/.test(refused.stderr), { status: refused.status, signal: refused.signal, stderr: refused.stderr.trim().slice(-300) });
+  const demo = await startDemo('partitioned', ['--tls-cert', certPath, '--tls-key', keyPath, '--partitioned', '--same-site', 'none'], 'https');
+  const embedder = await startEmbedder();
+  const base = `https://localhost:${demo.port}`;
+  const first = await tlsBrowser.newContext({ ignoreHTTPSErrors: true });
+  const third = await tlsBrowser.newContext({ ignoreHTTPSErrors: true });
+  try {
+    // First-party: the demo is the top-level site.
+    const page = await first.newPage();
+    await page.goto(`${base}/`);
+    const rec = recordResponses(page);
+    const [one] = await counterBurst(page, 1);
+    const [two] = await counterBurst(page, 1);
+    const seen = await rec.done();
+    check('first-party: GET /counter twice in the page answers 1, 2 (the Partitioned cookie was stored and sent)',
+      one.status === 200 && one.body === '1' && two.status === 200 && two.body === '2', [one, two]);
+    const set = seen.filter((s) => s.path === '/counter').flatMap((s) => s.setCookies).filter((c) => c.startsWith('vishnu='));
+    check('first-party: the Set-Cookie header is Partitioned; Secure; SameSite=None',
+      set.length >= 1 && set.every((c) => /;\s*Partitioned\s*(;|$)/i.test(c) && /;\s*Secure/i.test(c) && /;\s*SameSite=None/i.test(c)), set);
+    let cookies = await first.cookies();
+    const own = cookies.filter((c) => c.name === 'vishnu');
+    check('first-party: the browser holds one vishnu cookie, partitionKey https://localhost (Secure, HttpOnly)',
+      own.length === 1 && own[0].partitionKey === 'https://localhost' && own[0].secure && own[0].httpOnly, cookies);
+    await loginViaForm(page, base, 'fay');
+    let r = await page.goto(`${base}/whoami`);
+    check('first-party: login works with the Partitioned cookie (whoami "fay")', r.status() === 200 && (await bodyOf(r)) === 'fay', r.status());
+    const recOut = recordResponses(page);
+    await logoutViaForm(page, base);
+    const out = (await recOut.done()).filter((s) => s.path === '/logout').flatMap((s) => s.setCookies);
+    check('first-party: logout answers a removal Set-Cookie that is Partitioned',
+      out.some((c) => isRemoval(c, 'vishnu') && /;\s*Partitioned\s*(;|$)/i.test(c)), out);
+    cookies = await first.cookies();
+    check('first-party: the removal deleted the partitioned cookie from the browser', !sessionCookie(cookies, 'vishnu'), cookies);
+
+    // Third-party: the demo in an iframe of a page on https://127.0.0.1 (another site).
+    const tp = await third.newPage();
+    const target = `${base}/counter`;
+    const a = await viaIframe(tp, embedder, target);
+    const b = await viaIframe(tp, embedder, target);
+    check('third-party: the iframe counter goes 1, 2 across two loads of the embedding page',
+      a.body === '1' && b.body === '2', [a.body, b.body]);
+    check('third-party: the first iframe answer set a Partitioned cookie, the second load sent it back',
+      a.setCookies.some((c) => c.startsWith('vishnu=') && /;\s*Partitioned\s*(;|$)/i.test(c)) && b.cookieHeader.includes('vishnu='),
+      { set: a.setCookies, sent: b.cookieHeader });
+    cookies = await third.cookies();
+    const embedded = cookies.filter((c) => c.name === 'vishnu');
+    check('third-party: the cookie is stored under partitionKey https://127.0.0.1 (the embedding site)',
+      embedded.length === 1 && embedded[0].partitionKey === 'https://127.0.0.1', cookies);
+    const top = await tp.goto(target);
+    const topCookie = (await top.request().allHeaders()).cookie || '';
+    check('third-party: the demo visited top-level does not get the iframe\'s cookie (its counter starts at 1)',
+      (await bodyOf(top)) === '1' && !topCookie.includes('vishnu='), { body: await bodyOf(top), sent: topCookie });
+    const c = await viaIframe(tp, embedder, target);
+    check('third-party: the iframe\'s partition is untouched by the top-level visit (the iframe counts 3)', c.body === '3', c.body);
+    cookies = (await third.cookies()).filter((x) => x.name === 'vishnu');
+    const keys = cookies.map((x) => x.partitionKey).sort();
+    check('third-party: two vishnu cookies, one per partition (https://127.0.0.1, https://localhost), different ids',
+      keys.join(',') === 'https://127.0.0.1,https://localhost' && cookies[0].value !== cookies[1].value, cookies);
+  } finally {
+    await first.close();
+    await third.close();
+    await demo.stop();
+  }
+
+  // Control: the same iframe without --partitioned. This browser keeps no unpartitioned
+  // third-party cookie, so the iframe never counts past 1: the checks above show Partitioned at work.
+  const plain = await startDemo('unpartitioned', ['--tls-cert', certPath, '--tls-key', keyPath, '--same-site', 'none'], 'https');
+  const context = await tlsBrowser.newContext({ ignoreHTTPSErrors: true });
+  try {
+    const page = await context.newPage();
+    const target = `https://localhost:${plain.port}/counter`;
+    const a = await viaIframe(page, embedder, target);
+    const b = await viaIframe(page, embedder, target);
+    check('control: without --partitioned the Set-Cookie is not Partitioned and the iframe stays at 1, 1 (third-party cookie not kept)',
+      a.setCookies.some((x) => x.startsWith('vishnu=')) && !a.setCookies.some((x) => /Partitioned/i.test(x))
+        && a.body === '1' && b.body === '1' && !b.cookieHeader.includes('vishnu='),
+      { bodies: [a.body, b.body], set: a.setCookies, sent: b.cookieHeader });
+  } finally {
+    await context.close();
+    await embedder.close();
+    await plain.stop();
   }
 });
 
