@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Drives a running vishnu demo (Rust or Python) through its routes and checks each answer.
 
-usage: check_demo.py http://127.0.0.1:PORT [--client-side-store] [--renewal SECONDS]
+usage: check_demo.py http://127.0.0.1:PORT [--client-side-store] [--renewal SECONDS] [--metrics]
 
 --client-side-store: the demo runs on the cookie store, which cannot revoke a
 copied cookie (documented); the replay and grace checks are reported as
 skipped, and the /sessions routes must answer 501.
 --renewal SECONDS: the demo runs with --renew-every 1 --grace SECONDS; checks
 the renewal and its grace window too.
+--metrics: the demo serves GET /metrics (the Rust demo); checks that known
+traffic moves its counters by exactly as much.
 
 Exits 0 when every check passes; prints one line per check.
 """
@@ -140,12 +142,55 @@ def main():
     status, text, _, _ = garbage.request("GET", "/counter")
     check("a garbage cookie gets a fresh session, not an error", status == 200 and text.strip() == "1", (status, text))
 
+    if "--metrics" in sys.argv[2:]:
+        metrics(base, client_side)
     users_sessions(base, client_side)
     if "--renewal" in sys.argv[2:]:
         renewal(base, int(sys.argv[sys.argv.index("--renewal") + 1]))
 
     print(f"demo-checks: {passes} passed, {failures} failed")
     return 1 if failures else 0
+
+
+def counters(base):
+    """The demo's counters and histogram counts, by name and labels."""
+    status, text, sc, _ = Browser(base).request("GET", "/metrics")
+    check("GET /metrics answers 200 without a cookie", status == 200 and not sc, (status, sc))
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
+def metrics(base, client_side):
+    """Known traffic moves the counters by exactly as much."""
+    before = counters(base)
+    fresh = [Browser(base) for _ in range(3)]
+    for b in fresh:
+        b.request("GET", "/counter")
+    bad = Browser(base)
+    bad.cookies = {"vishnu": "%%%garbage%%%"}
+    bad.request("GET", "/whoami")
+    status, _, _, _ = fresh[1].request("POST", "/login", {"user": "metrics-" + os.urandom(4).hex()})
+    check("a visitor with a session logs in", status == 303, status)
+    fresh[0].request("POST", "/logout")
+    after = counters(base)
+    delta = lambda name: after.get(name, 0) - before.get(name, 0)
+    check("vishnu_sessions_created_total counts the 3 new sessions", delta("vishnu_sessions_created_total") == 3,
+          delta("vishnu_sessions_created_total"))
+    check("vishnu_cookies_rejected_total counts the garbage cookie as malformed",
+          delta('vishnu_cookies_rejected_total{reason="malformed"}') == 1,
+          delta('vishnu_cookies_rejected_total{reason="malformed"}'))
+    check("vishnu_session_ids_changed_total counts the login's cycle",
+          delta('vishnu_session_ids_changed_total{reason="cycle"}') == 1,
+          delta('vishnu_session_ids_changed_total{reason="cycle"}'))
+    check("vishnu_sessions_terminated_total counts the logout", delta("vishnu_sessions_terminated_total") == 1,
+          delta("vishnu_sessions_terminated_total"))
+    if not client_side:
+        loads = sum(v for k, v in after.items() if k.startswith("vishnu_store_seconds_count{") and 'op="load"' in k)
+        check("vishnu_store_seconds counts store loads", loads > 0, loads)
 
 
 def login(base, user, agent):

@@ -66,8 +66,9 @@ cargo build --quiet --example demo --example load --all-features
 # 2-second grace window (check_demo.py --renewal checks the renewal too).
 demo_check() { # store-url [command...]
   local store=$1; shift
-  local cmd=("$@"); [ ${#cmd[@]} -gt 0 ] || cmd=(./target/debug/examples/demo)
   local flags=(); [ "$store" = cookie ] && flags=(--client-side-store)
+  [ $# -gt 0 ] || flags+=(--metrics)   # the Rust demo serves GET /metrics
+  local cmd=("$@"); [ ${#cmd[@]} -gt 0 ] || cmd=(./target/debug/examples/demo)
   demo_run "$store" "" "${flags[@]}" -- "${cmd[@]}"
   [ "$store" = cookie ] || demo_run "$store" "--renew-every 1 --grace 2" --renewal 2 -- "${cmd[@]}"
 }

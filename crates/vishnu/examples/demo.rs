@@ -18,7 +18,8 @@
 //! logged in), `POST /sessions/revoke` (form field `handle`),
 //! `POST /sessions/revoke-others`, `POST /sessions/revoke-all` (each 303).
 //! A write with an id that a login cycled away, inside the grace window,
-//! answers 409 with no cookie.
+//! answers 409 with no cookie. `GET /metrics` serves the session metrics in
+//! Prometheus' text format.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -174,6 +175,14 @@ async fn main() {
             .cycle_grace(Duration::from_secs(grace))
             .renew_grace(Duration::from_secs(grace));
     }
+    // The metrics of every session (see vishnu's `metrics` feature), for GET /metrics.
+    let metrics = match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+        Ok(handle) => handle,
+        Err(e) => {
+            eprintln!("demo: cannot install the metrics recorder: {e}");
+            std::process::exit(1);
+        }
+    };
     let config = match builder.build() {
         Ok(c) => c,
         Err(e) => {
@@ -192,7 +201,11 @@ async fn main() {
         .route("/sessions/revoke", post(revoke))
         .route("/sessions/revoke-others", post(revoke_others))
         .route("/sessions/revoke-all", post(revoke_all))
-        .layer(SessionLayer::new(config));
+        .layer(SessionLayer::new(config))
+        .route(
+            "/metrics",
+            get(move || std::future::ready(metrics.render())),
+        );
     let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         serve_tls(addr, cert, key, app, &args.store).await;

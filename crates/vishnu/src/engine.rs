@@ -23,6 +23,7 @@ use crate::record::{Millis, MoveReason, Moved, Record};
 use crate::runtime::{millis, Runtime};
 use crate::state::{CookieAction, CookieHeaders, Draft, Live, Pending, Session, State};
 use crate::store::{Cleanup, SaveOutcome, SessionStore, StoreError};
+use crate::telemetry::{self, Rejected};
 use crate::users::{self, SessionInfo};
 
 /// How many times a save retries after version conflicts before giving up.
@@ -251,7 +252,9 @@ fn decode(session: &Session, state: &mut State) {
             Ok((payload, used)) if config.client_side() => match client_side_record(&payload) {
                 Some((id, record)) => {
                     state.incoming = Some((id, used));
-                    if !config.is_expired(&record, config.clock.now_millis()) {
+                    if config.is_expired(&record, config.clock.now_millis()) {
+                        telemetry::rejected(Rejected::Expired);
+                    } else {
                         state.live = Some(Live::new(id, id.store_key(), record));
                     }
                     state.loaded = true;
@@ -270,6 +273,10 @@ fn decode(session: &Session, state: &mut State) {
         }
     }
     if let Some(e) = error {
+        telemetry::rejected(match e {
+            CodecError::Authentication => Rejected::Signature,
+            _ => Rejected::Malformed,
+        });
         invalid_cookie(e);
     }
 }
@@ -325,8 +332,8 @@ enum Found {
     Live(Live),
     /// The id was cycled away within the cycle grace window.
     Superseded,
-    /// Nothing (unknown, expired, ended, or past its grace window).
-    Absent,
+    /// Nothing (unknown, expired, ended, or past its grace window), and why.
+    Absent(Rejected),
 }
 
 /// Loads what `id` names, following renewal forwards inside their grace window.
@@ -339,7 +346,7 @@ async fn lookup(
     let (mut id, mut key) = (id, key);
     for _ in 0..MAX_HOPS {
         let Some(record) = store.load(&key).await? else {
-            return Ok(Found::Absent);
+            return Ok(Found::Absent(Rejected::UnknownId));
         };
         let now = config.clock.now_millis();
         let Some(moved) = &record.moved else {
@@ -349,26 +356,26 @@ async fn lookup(
                 if let Err(e) = store.delete(&key).await {
                     tracing::warn!(%key, error = %e, "could not delete an expired session");
                 }
-                return Ok(Found::Absent);
+                return Ok(Found::Absent(Rejected::Expired));
             }
             return Ok(Found::Live(Live::new(id, key, record)));
         };
         if now >= moved.until {
-            return Ok(Found::Absent);
+            return Ok(Found::Absent(Rejected::UnknownId));
         }
         match moved.reason {
-            MoveReason::Ended => return Ok(Found::Absent),
+            MoveReason::Ended => return Ok(Found::Absent(Rejected::UnknownId)),
             MoveReason::Cycle => return Ok(Found::Superseded),
             MoveReason::Renew => match moved.to.as_deref().and_then(|t| forward::open(&id, t)) {
                 Some(next) => {
                     id = next;
                     key = next.store_key();
                 }
-                None => return Ok(Found::Absent),
+                None => return Ok(Found::Absent(Rejected::UnknownId)),
             },
         }
     }
-    Ok(Found::Absent)
+    Ok(Found::Absent(Rejected::UnknownId))
 }
 
 /// Loads the stored record the cookie points to, once per request.
@@ -399,12 +406,14 @@ pub(crate) async fn ensure_loaded(session: &Session) -> Result<(), SessionError>
     match found {
         Found::Live(live) => state.live = Some(live),
         Found::Superseded => {
+            telemetry::rejected(Rejected::Superseded);
             tracing::debug!(
                 "a cycled-away session id within its grace window: no session, no cookie"
             );
             state.superseded = true;
         }
-        Found::Absent => {
+        Found::Absent(why) => {
+            telemetry::rejected(why);
             tracing::debug!("session id unknown to the store: a new id will be issued");
         }
     }
@@ -461,7 +470,7 @@ async fn reload(
                         Ok(())
                     }
                     Found::Superseded => Err(superseded(session)),
-                    Found::Absent => Err(gone(session)),
+                    Found::Absent(_) => Err(gone(session)),
                 }
             }
             Some(Moved {
@@ -553,6 +562,11 @@ pub(crate) async fn persist(
             };
             let candidate = Live::new(id, id.store_key(), record);
             encode_cookie(config, &candidate)?;
+            match (&live, write) {
+                (None, _) => telemetry::created(),
+                (Some(_), Write::Save) => {}
+                (Some(_), w) => telemetry::id_changed(w == Write::Renew),
+            }
             commit(session, candidate, true);
             return Ok(new_value);
         };
@@ -565,6 +579,7 @@ pub(crate) async fn persist(
                 continue;
             }
             if store.create(&key, &record).await? {
+                telemetry::created();
                 commit(session, Live::new(id, key, record), true);
                 return Ok(new_value);
             }
@@ -582,7 +597,10 @@ pub(crate) async fn persist(
                     commit(session, Live::new(live_id, key, record), dirty);
                     return Ok(new_value);
                 }
-                SaveOutcome::Conflict => reload(session, store, live_id, &key, now).await?,
+                SaveOutcome::Conflict => {
+                    telemetry::save_conflict();
+                    reload(session, store, live_id, &key, now).await?
+                }
                 SaveOutcome::Missing => return Err(gone(session)),
             }
             continue;
@@ -638,10 +656,12 @@ pub(crate) async fn persist(
         match outcome {
             Ok(SaveOutcome::Saved) => {
                 tracing::debug!(old = %key, ?reason, "session id changed");
+                telemetry::id_changed(reason == MoveReason::Renew);
                 commit(session, Live::new(new_id, new_key, record), true);
                 return Ok(new_value);
             }
             Ok(SaveOutcome::Conflict) => {
+                telemetry::save_conflict();
                 discard(store, &new_key).await;
                 let before = session.state().live.as_ref().map(|l| l.id);
                 reload(session, store, live_id, &key, now).await?;
@@ -778,9 +798,13 @@ pub(crate) async fn terminate(session: &Session) -> Result<(), SessionError> {
         if let Some((id, key, version)) = live {
             let _turn = write_lock(config, &key).lock().await;
             end(config, store, id, key, Some(version)).await?;
+            telemetry::terminated(1);
         }
     }
     let mut state = session.state();
+    if config.client_side() && state.live.is_some() {
+        telemetry::terminated(1);
+    }
     state.decoded = true;
     state.loaded = true;
     state.live = None;

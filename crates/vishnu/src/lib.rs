@@ -63,6 +63,7 @@ mod runtime;
 mod session;
 mod state;
 pub mod store;
+mod telemetry;
 pub mod tower;
 mod users;
 

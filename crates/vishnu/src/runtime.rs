@@ -52,6 +52,9 @@ impl Runtime {
         let persistence = if store.client_side() {
             Persistence::Cookie
         } else {
+            #[cfg(feature = "metrics")]
+            let store: Arc<dyn SessionStore> =
+                Arc::new(crate::store::metered::Metered(store.clone()));
             Persistence::Server(store.clone())
         };
         Self {

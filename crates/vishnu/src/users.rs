@@ -210,6 +210,7 @@ pub(crate) async fn revoke_where(
     .await?;
     let n = removed.len();
     delete_keys(rt, removed).await?;
+    crate::telemetry::terminated(n as u64);
     Ok(n)
 }
 

@@ -41,6 +41,9 @@ fn unused() -> StoreError {
 
 #[async_trait]
 impl SessionStore for CookieStore {
+    fn kind(&self) -> &'static str {
+        "cookie"
+    }
     fn client_side(&self) -> bool {
         true
     }

@@ -242,6 +242,9 @@ impl MemcachedStore {
 
 #[async_trait]
 impl SessionStore for MemcachedStore {
+    fn kind(&self) -> &'static str {
+        "memcached"
+    }
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
         let node = self.node(key);
         let mkey = self.key(key);

@@ -176,6 +176,9 @@ fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
 
 #[async_trait]
 impl SessionStore for MemoryStore {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
         let now = self.now();
         let mut shard = self.shard(key);

@@ -21,6 +21,8 @@ use crate::record::{Millis, Record};
 pub mod cleanup;
 pub mod cookie;
 pub mod memory;
+#[cfg(feature = "metrics")]
+pub(crate) mod metered;
 mod open;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub mod sql;
@@ -130,6 +132,12 @@ pub trait SessionStore: Send + Sync + 'static {
         false
     }
 
+    /// A short name for this kind of store, the `store` label of the
+    /// `vishnu_store_seconds` metric (`memory`, `redis`, `postgres`, ...).
+    fn kind(&self) -> &'static str {
+        "custom"
+    }
+
     /// Loads a record, or `None` if there is none (or it expired).
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError>;
 
@@ -176,6 +184,9 @@ pub trait SessionStore: Send + Sync + 'static {
 impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
     fn client_side(&self) -> bool {
         (**self).client_side()
+    }
+    fn kind(&self) -> &'static str {
+        (**self).kind()
     }
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
         (**self).load(key).await

@@ -309,6 +309,9 @@ impl RedisStore {
 
 #[async_trait]
 impl SessionStore for RedisStore {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
         let mut cmd = ::redis::cmd("HMGET");
         cmd.arg(self.key(key))

@@ -409,6 +409,9 @@ impl SqlStore {
 
 #[async_trait]
 impl SessionStore for SqlStore {
+    fn kind(&self) -> &'static str {
+        self.backend.name()
+    }
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
         let now = self.now();
         let row = self
