@@ -347,8 +347,9 @@ async fn postgres_outage_fails_fast_and_the_same_store_recovers() {
             ),
             "{op} during the outage: {result:?}"
         );
+        // A refused connection fails at once, not after the 2-second store timeout.
         assert!(
-            elapsed < Duration::from_millis(2_500),
+            elapsed < Duration::from_millis(800),
             "{op} took {elapsed:?} to fail"
         );
         eprintln!("{op} during the outage failed in {elapsed:?}: {result:?}");

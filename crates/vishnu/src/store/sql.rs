@@ -72,6 +72,8 @@ pub const DEFAULT_TABLE: &str = "vishnu_sessions";
 
 /// The per-operation timeout unless [`SqlStore::with_timeout`] sets another.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a call runs before the server's port is probed for a refusal.
+const PROBE_AFTER: Duration = Duration::from_millis(100);
 
 /// How long [`SqlStore::connect`] waits for its first connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -116,6 +118,9 @@ pub struct SqlStore {
     sql: Arc<Statements>,
     timeout: Duration,
     clock: Arc<dyn Clock>,
+    /// The server's TCP address, probed when a call is slow: a refused
+    /// connection fails the call at once instead of after the whole timeout.
+    server: Option<(String, u16)>,
 }
 
 /// The typed pool of the backend in use; each arm exists only with its feature.
@@ -153,6 +158,28 @@ impl Backend {
             Backend::Postgres(_) => "postgres",
             #[cfg(feature = "mysql")]
             Backend::MySql(_) => "mysql",
+        }
+    }
+
+    /// The server's host and port, for a pool that connects over TCP.
+    fn tcp_address(&self) -> Option<(String, u16)> {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(_) => None,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(pool) => {
+                let o = pool.connect_options();
+                o.get_socket()
+                    .is_none()
+                    .then(|| (o.get_host().to_owned(), o.get_port()))
+            }
+            #[cfg(feature = "mysql")]
+            Backend::MySql(pool) => {
+                let o = pool.connect_options();
+                o.get_socket()
+                    .is_none()
+                    .then(|| (o.get_host().to_owned(), o.get_port()))
+            }
         }
     }
 }
@@ -282,6 +309,7 @@ impl SqlStore {
     fn new(backend: Backend) -> Self {
         let sql = Arc::new(Statements::new(&backend, DEFAULT_TABLE));
         Self {
+            server: backend.tcp_address(),
             backend,
             table: DEFAULT_TABLE.to_owned(),
             sql,
@@ -403,7 +431,34 @@ impl SqlStore {
             fut.await
                 .map_err(|error| store_error(self.backend.name(), op, error))
         };
-        super::bounded(timeout, call).await
+        let Some((host, port)) = &self.server else {
+            return super::bounded(timeout, call).await;
+        };
+        // The pool keeps retrying a refused connection until its own timeout:
+        // a call that is slow gets one probe of the server's port, and a
+        // refusal (the server is down, not slow) fails the call at once.
+        let refused = async {
+            tokio::time::sleep(PROBE_AFTER).await;
+            match tokio::net::TcpStream::connect((host.as_str(), *port)).await {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    StoreError::Unavailable(format!(
+                        "{} {op}: connection to {host}:{port} refused",
+                        self.backend.name()
+                    ))
+                }
+                // Reachable (or unreachable in another way): leave it to the timeout.
+                _ => std::future::pending().await,
+            }
+        };
+        let mut call = std::pin::pin!(super::bounded(timeout, call));
+        let mut refused = std::pin::pin!(refused);
+        std::future::poll_fn(|cx| {
+            if let std::task::Poll::Ready(out) = call.as_mut().poll(cx) {
+                return std::task::Poll::Ready(out);
+            }
+            refused.as_mut().poll(cx).map(Err)
+        })
+        .await
     }
 }
 
