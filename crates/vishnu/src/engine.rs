@@ -213,6 +213,28 @@ impl Engine {
         session.revoke_others().await
     }
 
+    /// Spawns the cleanup task ([`spawn_cleanup`](crate::spawn_cleanup)) for
+    /// this engine's store, with this engine's clock; with the cookie store
+    /// there is nothing to clean and the task does nothing.
+    pub fn spawn_cleanup(
+        &self,
+        every: Duration,
+        dormant_for: Duration,
+        limit: usize,
+    ) -> tokio::task::JoinHandle<()> {
+        let store: Arc<dyn crate::SessionStore> = match &self.rt.persistence {
+            crate::runtime::Persistence::Server(store) => store.clone(),
+            crate::runtime::Persistence::Cookie => Arc::new(crate::CookieStore),
+        };
+        crate::store::cleanup::spawn_cleanup_with_clock(
+            store,
+            self.rt.clock.clone(),
+            every,
+            dormant_for,
+            limit,
+        )
+    }
+
     /// Removes expired records, and records not used for `dormant_for`, at most
     /// `limit` of them, for stores without native expiry. Loop until
     /// `Cleanup::more` is false.

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -115,4 +116,35 @@ async fn a_zero_or_huge_deadline_is_a_configuration_error() {
             .expect_err("refused");
         assert!(err.to_string().contains("save_deadline"), "{err}");
     }
+}
+
+/// The engine's cleanup task asks the engine's clock what has expired.
+#[tokio::test]
+async fn the_engines_cleanup_uses_the_engines_clock() {
+    let store = Arc::new(MemoryStore::new());
+    let clock = common::MockClock::new();
+    let engine = Engine::new(
+        Config::builder()
+            .secret(SECRET)
+            .shared_store(store.clone())
+            .clock(clock.clone())
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("config"),
+    );
+    let s = engine.begin(vec![]);
+    s.set("n", &1).expect("set");
+    s.save().await.expect("save");
+    assert_eq!(store.len(), 1);
+    // Expired by the engine's clock only: the system clock has barely moved.
+    clock.advance(Duration::from_secs(120));
+    let task = engine.spawn_cleanup(Duration::from_secs(3600), Duration::from_secs(86_400), 10);
+    for _ in 0..200 {
+        if store.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    task.abort();
+    assert!(store.is_empty());
 }

@@ -385,3 +385,34 @@ async fn hung_server_times_out_and_recovers() {
             .is_some());
     }
 }
+
+/// The store decides expiry by the clock it is given (the engine's), not the system's.
+#[tokio::test]
+async fn expiry_follows_the_clock_the_store_is_given() {
+    let Some(url) = kv::env_or_skip("VISHNU_MEMCACHED_URL", SCRIPT) else {
+        return;
+    };
+    let clock = common::MockClock::new();
+    let store = MemcachedStore::from_url(&url)
+        .await
+        .expect("connect")
+        .with_clock(clock.clone());
+    let key = vishnu::id::SessionId::generate().expect("rng").store_key();
+    let now = vishnu::Clock::now_millis(&*clock);
+    let record = vishnu::record::Record::new(serde_json::Map::new(), now, now + 60_000);
+    assert!(store.create(&key, &record).await.expect("create"));
+    assert!(store.load(&key).await.expect("load").is_some());
+    // A minute later by the store's clock (not by the system's): expired.
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(store.load(&key).await.expect("load"), None);
+    assert!(!store
+        .touch(&key, now, now + DAY.as_millis() as u64)
+        .await
+        .expect("touch"));
+    let mut next = record.clone();
+    next.version = 2;
+    assert_eq!(
+        store.save(&key, &next, 1).await.expect("save"),
+        SaveOutcome::Missing
+    );
+}

@@ -44,6 +44,19 @@ pub fn spawn_cleanup(
     dormant_for: Duration,
     limit: usize,
 ) -> JoinHandle<()> {
+    spawn_cleanup_with_clock(store, Arc::new(SystemClock), every, dormant_for, limit)
+}
+
+/// [`spawn_cleanup`] with the time taken from `clock`: use the engine's clock
+/// (what [`Engine::spawn_cleanup`](crate::Engine::spawn_cleanup) does), so
+/// that cleanup and the engine agree on what has expired.
+pub fn spawn_cleanup_with_clock(
+    store: Arc<dyn SessionStore>,
+    clock: Arc<dyn Clock>,
+    every: Duration,
+    dormant_for: Duration,
+    limit: usize,
+) -> JoinHandle<()> {
     let every = every.max(MIN_PERIOD);
     let limit = limit.max(1);
     tokio::spawn(async move {
@@ -51,16 +64,16 @@ pub fn spawn_cleanup(
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            sweep(&*store, dormant_for, limit).await;
+            sweep(&*store, &*clock, dormant_for, limit).await;
         }
     })
 }
 
 /// Deletes batches until the store reports no more, or fails, or stops making progress.
-async fn sweep(store: &dyn SessionStore, dormant_for: Duration, limit: usize) {
+async fn sweep(store: &dyn SessionStore, clock: &dyn Clock, dormant_for: Duration, limit: usize) {
     let mut removed = 0u64;
     loop {
-        let now = SystemClock.now_millis();
+        let now = clock.now_millis();
         match store.delete_expired(now, dormant_for, limit).await {
             Ok(batch) => {
                 removed += batch.removed;
@@ -86,7 +99,7 @@ async fn sweep(store: &dyn SessionStore, dormant_for: Duration, limit: usize) {
 mod tests {
     use super::*;
     use crate::id::SessionId;
-    use crate::record::Record;
+    use crate::record::{Millis, Record};
     use crate::store::memory::MemoryStore;
     use serde_json::Map;
 
@@ -119,5 +132,40 @@ mod tests {
             5,
             "one tick removes every expired record, batch by batch"
         );
+    }
+
+    /// A clock a day ahead of the system's.
+    struct Ahead;
+    impl Clock for Ahead {
+        fn now_millis(&self) -> Millis {
+            SystemClock.now_millis() + 86_400_000
+        }
+    }
+
+    #[tokio::test]
+    async fn cleanup_asks_the_clock_it_is_given() {
+        let store = Arc::new(MemoryStore::new());
+        let now = SystemClock.now_millis();
+        let key = SessionId::from_bytes([1; 16]).store_key();
+        // Live by the system clock, expired by a clock a day ahead.
+        let record = Record::new(Map::new(), now, now + 3_600_000);
+        assert!(store.create(&key, &record).await.expect("create"));
+        sweep(&*store, &SystemClock, Duration::from_secs(7 * 86_400), 10).await;
+        assert_eq!(store.len(), 1, "live by the system clock");
+        let task = spawn_cleanup_with_clock(
+            store.clone(),
+            Arc::new(Ahead),
+            Duration::from_secs(3600),
+            Duration::from_secs(7 * 86_400),
+            10,
+        );
+        for _ in 0..200 {
+            if store.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        task.abort();
+        assert!(store.is_empty(), "expired by the clock it was given");
     }
 }

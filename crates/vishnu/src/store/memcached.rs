@@ -117,6 +117,7 @@ pub struct MemcachedStore {
     nodes: Arc<[Node]>,
     prefix: Arc<str>,
     timeout: Duration,
+    clock: Arc<dyn Clock>,
 }
 
 impl fmt::Debug for MemcachedStore {
@@ -148,6 +149,7 @@ impl MemcachedStore {
             nodes: addrs.into_iter().map(Node::new).collect(),
             prefix: DEFAULT_PREFIX.into(),
             timeout: DEFAULT_TIMEOUT,
+            clock: Arc::new(SystemClock),
         };
         let mut failures = Vec::new();
         for node in store.nodes.iter() {
@@ -205,6 +207,14 @@ impl MemcachedStore {
         self
     }
 
+    /// Replaces the clock that decides what has expired (pass the engine's,
+    /// as with the memory and SQL stores); default the system clock.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// The server that holds `key` (rendezvous hashing).
     fn node(&self, key: &StoreKey) -> &Node {
         let mut best = &self.nodes[0];
@@ -248,6 +258,7 @@ impl SessionStore for MemcachedStore {
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
         let node = self.node(key);
         let mkey = self.key(key);
+        let now = self.clock.now_millis();
         self.bounded(async {
             let mut conn = node.checkout().await?;
             let found = conn.gets(&mkey).await;
@@ -255,7 +266,7 @@ impl SessionStore for MemcachedStore {
             match found? {
                 Some((bytes, _)) => {
                     let record = decode(&mkey, &bytes)?;
-                    Ok((!record.is_expired(now())).then_some(record))
+                    Ok((!record.is_expired(now)).then_some(record))
                 }
                 None => Ok(None),
             }
@@ -267,7 +278,8 @@ impl SessionStore for MemcachedStore {
         let node = self.node(key);
         let mkey = self.key(key);
         let json = encode(record)?;
-        let exptime = exptime(record.expires_at, now());
+        let now = self.clock.now_millis();
+        let exptime = exptime(record.expires_at, now);
         self.bounded(async {
             let mut conn = node.checkout().await?;
             let stored = conn.add(&mkey, &json, exptime).await;
@@ -286,10 +298,11 @@ impl SessionStore for MemcachedStore {
         let node = self.node(key);
         let mkey = self.key(key);
         let json = encode(record)?;
-        let exptime = exptime(record.expires_at, now());
+        let now = self.clock.now_millis();
+        let exptime = exptime(record.expires_at, now);
         self.bounded(async {
             let mut conn = node.checkout().await?;
-            let outcome = save_on(&mut conn, &mkey, &json, exptime, expected_version).await;
+            let outcome = save_on(&mut conn, &mkey, &json, exptime, expected_version, now).await;
             node.release(conn);
             outcome
         })
@@ -316,9 +329,10 @@ impl SessionStore for MemcachedStore {
     ) -> Result<bool, StoreError> {
         let node = self.node(key);
         let mkey = self.key(key);
+        let now = self.clock.now_millis();
         self.bounded(async {
             let mut conn = node.checkout().await?;
-            let touched = touch_on(&mut conn, &mkey, last_access, expires_at).await;
+            let touched = touch_on(&mut conn, &mkey, last_access, expires_at, now).await;
             node.release(conn);
             touched
         })
@@ -343,13 +357,14 @@ async fn save_on(
     json: &[u8],
     exptime: i64,
     expected_version: u64,
+    now: Millis,
 ) -> Result<SaveOutcome, StoreError> {
     for attempt in 0..CAS_ATTEMPTS {
         let Some((bytes, cas)) = conn.gets(mkey).await? else {
             return Ok(SaveOutcome::Missing);
         };
         let stored = decode(mkey, &bytes)?;
-        if stored.is_expired(now()) {
+        if stored.is_expired(now) {
             return Ok(SaveOutcome::Missing);
         }
         if stored.version != expected_version {
@@ -373,13 +388,13 @@ async fn touch_on(
     mkey: &str,
     last_access: Millis,
     expires_at: Millis,
+    now: Millis,
 ) -> Result<bool, StoreError> {
     for attempt in 0..CAS_ATTEMPTS {
         let Some((bytes, cas)) = conn.gets(mkey).await? else {
             return Ok(false);
         };
         let mut record = decode(mkey, &bytes)?;
-        let now = now();
         if record.is_expired(now) {
             return Ok(false);
         }
@@ -413,10 +428,6 @@ async fn backoff(attempt: usize) {
         let millis = u64::try_from(attempt).unwrap_or(u64::MAX);
         tokio::time::sleep(Duration::from_millis(millis)).await;
     }
-}
-
-fn now() -> Millis {
-    SystemClock.now_millis()
 }
 
 /// memcached's expiry argument for a record that expires at `expires_at`:
@@ -787,6 +798,7 @@ mod tests {
                 .collect(),
             prefix: DEFAULT_PREFIX.into(),
             timeout: DEFAULT_TIMEOUT,
+            clock: Arc::new(SystemClock),
         };
         let mut counts = [0usize; 3];
         for i in 0..3000u32 {
