@@ -166,3 +166,100 @@ def test_gae_stores_never_move_the_expiry_earlier(testbed):
 def test_cloud_datastore_never_moves_the_expiry_earlier(datastore_emulator):
     from vishnu.backend.client import google_cloud_datastore as gcd
     _touch_never_moves_the_expiry_earlier(gcd.Store())
+
+
+# Cleanup: an index query lists the candidates, a transaction per candidate re-reads and deletes.
+
+HOUR, DAY = 3600000, 86400000
+
+
+def _record(last_access, expires_at):
+    return json.dumps({"v": 1, "data": {}, "created_at": last_access, "last_access": last_access,
+                       "expires_at": expires_at, "version": 1})
+
+
+def _refresh_between_query_and_delete(monkeypatch, query_class, key_name, refreshes):
+    """The cleanup's index query answers as it would; then each session it listed that ``refreshes``
+    names is refreshed, once, before the cleanup goes on: a request racing the cleanup, made
+    deterministic."""
+    fetch = query_class.fetch
+
+    def fetch_then_refresh(self, *args, **kwargs):
+        found = list(fetch(self, *args, **kwargs))
+        for name in [key_name(e) for e in found]:
+            if name in refreshes:
+                assert refreshes.pop(name)()
+        return found
+    monkeypatch.setattr(query_class, "fetch", fetch_then_refresh)
+
+
+def _cleanup_spares_sessions_refreshed_after_its_query(store, refresh_hook):
+    now = int(time.time() * 1000)
+    store.create("dormant", _record(now - 2 * DAY, now + 5 * HOUR), now + 5 * HOUR)
+    store.create("expiring", _record(now, now + HOUR), now + HOUR)
+    store.create("gone", _record(now, now - 1000), now - 1000)
+    later = now + 2 * HOUR  # the cleanup's now: "expiring" has expired by then, unless refreshed
+    refreshes = {"dormant": lambda: store.touch("dormant", now, now + 5 * HOUR),
+                 "expiring": lambda: store.touch("expiring", now, now + 3 * HOUR)}
+    refresh_hook(refreshes)
+    assert store.delete_expired(later, 86400, 100) == (1, False)
+    assert refreshes == {}  # the query did list both, and both were refreshed after it
+    assert json.loads(store.load("dormant"))["last_access"] == now
+    assert json.loads(store.load("expiring"))["expires_at"] == now + 3 * HOUR
+    assert store.load("gone") is None
+
+
+def _cleanup_uses_the_now_it_is_given(store, exists):
+    now = int(time.time() * 1000)
+    store.create("expires-in-1h", _record(now, now + HOUR), now + HOUR)
+    store.create("expires-in-3h", _record(now, now + 3 * HOUR), now + 3 * HOUR)
+    store.create("idle-23h", _record(now - 23 * HOUR, now + 5 * HOUR), now + 5 * HOUR)
+    store.create("expired-1s-ago", _record(now, now - 1000), now - 1000)
+    store.create("expired-3h-ago", _record(now - 4 * HOUR, now - 3 * HOUR), now - 3 * HOUR)
+    store.create("idle-25h", _record(now - 25 * HOUR, now + 5 * HOUR), now + 5 * HOUR)
+    store.create("idle-27h", _record(now - 27 * HOUR, now + 5 * HOUR), now + 5 * HOUR)
+    # Two hours before the system clock: only what had expired, or idled a day, by then.
+    assert store.delete_expired(now - 2 * HOUR, 86400, 100) == (2, False)
+    assert not exists("expired-3h-ago") and not exists("idle-27h")
+    assert exists("expired-1s-ago") and exists("idle-25h")
+    # Two hours after it: what will have expired, or idled a day, by then.
+    assert store.delete_expired(now + 2 * HOUR, 86400, 100) == (4, False)
+    assert [k for k in ("expires-in-1h", "expires-in-3h", "idle-23h", "expired-1s-ago", "idle-25h")
+            if exists(k)] == ["expires-in-3h"]
+
+
+def test_gae_ndb_cleanup_spares_a_session_refreshed_after_its_query(testbed, monkeypatch):
+    from google.appengine.ext.ndb import query
+    from vishnu.backend.client import google_app_engine_ndb as gndb
+    _cleanup_spares_sessions_refreshed_after_its_query(
+        gndb.Store(),
+        lambda refreshes: _refresh_between_query_and_delete(monkeypatch, query.Query, lambda key: key.id(), refreshes))
+
+
+def test_gae_ndb_cleanup_uses_the_now_it_is_given(testbed):
+    from vishnu.backend.client import google_app_engine_ndb as gndb
+    _cleanup_uses_the_now_it_is_given(gndb.Store(), lambda k: gndb._ndb().Key(gndb.model(), k).get() is not None)
+
+
+@pytest.fixture
+def datastore(datastore_emulator):
+    """An empty ``VishnuSession`` kind in the emulator this module shares."""
+    from vishnu.backend.client import google_cloud_datastore as gcd
+    c = gcd.client()
+    q = c.query(kind=gcd.TABLE_NAME)
+    q.keys_only()
+    c.delete_multi([e.key for e in q.fetch()])
+    return gcd
+
+
+def test_cloud_datastore_cleanup_spares_a_session_refreshed_after_its_query(datastore, monkeypatch):
+    from google.cloud.datastore import query
+    _cleanup_spares_sessions_refreshed_after_its_query(
+        datastore.Store(),
+        lambda refreshes: _refresh_between_query_and_delete(monkeypatch, query.Query, lambda e: e.key.name, refreshes))
+
+
+def test_cloud_datastore_cleanup_uses_the_now_it_is_given(datastore):
+    c = datastore.client()
+    _cleanup_uses_the_now_it_is_given(datastore.Store(),
+                                      lambda k: c.get(c.key(datastore.TABLE_NAME, k)) is not None)

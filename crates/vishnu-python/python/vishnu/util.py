@@ -1,5 +1,9 @@
 """Cleanup helpers (the original's ``vishnu.util``). Each returns True when nothing more is left,
-so that ``while not gae_ndb_delete_expired_sessions(): pass`` ends."""
+so that ``while not gae_ndb_delete_expired_sessions(): pass`` ends.
+
+The Google helpers run without an engine: each reads the system clock once, on entry, and its
+store judges every session by that one ``now``. The engine's own cleanups pass theirs instead."""
+from vishnu.backend.client import _common
 
 DEFAULT_DORMANT_FOR = 86400
 DEFAULT_LIMIT = 500
@@ -16,7 +20,7 @@ def delete_expired_sessions(config, dormant_for=DEFAULT_DORMANT_FOR, limit=DEFAU
 def google_app_engine_ndb_delete_expired_sessions(dormant_for=DEFAULT_DORMANT_FOR, limit=DEFAULT_LIMIT):
     """Removes expired or dormant NDB sessions, at most ``limit``; True when nothing more is left."""
     from vishnu.backend.client.google_app_engine_ndb import delete_expired
-    return delete_expired(dormant_for, limit)[1]
+    return delete_expired(dormant_for, limit, now_ms=_common.now_ms())[1]
 
 
 def gae_ndb_delete_expired_sessions(dormant_for=DEFAULT_DORMANT_FOR, limit=DEFAULT_LIMIT):
@@ -27,4 +31,4 @@ def gae_ndb_delete_expired_sessions(dormant_for=DEFAULT_DORMANT_FOR, limit=DEFAU
 def google_cloud_datastore_delete_expired_sessions(dormant_for=DEFAULT_DORMANT_FOR, limit=DEFAULT_LIMIT):
     """Removes expired or dormant Cloud Datastore sessions, at most ``limit``; True when nothing more is left."""
     from vishnu.backend.client.google_cloud_datastore import delete_expired
-    return delete_expired(dormant_for, limit)[1]
+    return delete_expired(dormant_for, limit, now_ms=_common.now_ms())[1]

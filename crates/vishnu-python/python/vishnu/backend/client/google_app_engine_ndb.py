@@ -89,29 +89,53 @@ class Store(object):
             current = ndb.Key(model(), key).get()
             if current is None or _common.expired(current.data):
                 return False
-            current.data, expires = _common.touched(current.data, last_access, expires_at)
-            current.last_accessed = _common.to_datetime(last_access)
-            current.expires = _common.to_datetime(expires)
-            current.put()
+            data, expires = _common.touched(current.data, last_access, expires_at)
+            _entity(key, data, expires).put()  # the indexed times as the record has them
             return True
         return txn()
 
     def delete_expired(self, now, dormant_for, limit):
-        removed, more = delete_expired(dormant_for, limit, now_ms=now)
-        return (removed, not more)
+        removed, done = delete_expired(dormant_for, limit, now_ms=now)
+        return (removed, not done)
 
 
 def delete_expired(dormant_for=86400, limit=500, now_ms=None):
-    """Deletes sessions that expired, or were not used for ``dormant_for`` seconds, at most
-    ``limit``. Returns ``(removed, done)``; ``done`` is True when nothing more is left."""
-    ndb = _ndb()
+    """Deletes sessions that expired, or were not used for ``dormant_for`` seconds, at ``now_ms``
+    (the engine's clock; the system clock, read once, when not given), at most ``limit``.
+    Returns ``(removed, done)``; ``done`` is True when nothing more is left.
+
+    The index query only proposes: each candidate is deleted in a transaction of its own that
+    re-reads it and spares it if a request refreshed it since the query."""
     now_ms = _common.now_ms() if now_ms is None else now_ms
-    now = _common.to_datetime(now_ms)
-    cutoff = _common.to_datetime(now_ms - int(dormant_for) * 1000)
+    keys = _candidates(now_ms, now_ms - int(dormant_for) * 1000, limit + 1)
+    removed = sum(1 for key in keys[:limit] if _delete_if_doomed(key, now_ms, dormant_for))
+    return removed, len(keys) <= limit
+
+
+def _candidates(now_ms, cutoff_ms, limit):
+    """Keys of at most ``limit`` sessions that the indexes say expired by ``now_ms``, or were last
+    accessed at ``cutoff_ms`` or before."""
+    ndb = _ndb()
     m = model()
-    query = m.query(ndb.OR(ndb.AND(m.expires <= now, m.expires != None),  # noqa: E711 (NDB syntax)
-                           m.last_accessed <= cutoff))
-    keys = query.fetch(limit + 1, keys_only=True)
-    doomed = keys[:limit]
-    ndb.delete_multi(doomed)
-    return len(doomed), len(keys) <= limit
+    query = m.query(ndb.OR(ndb.AND(m.expires <= _common.to_datetime(now_ms),
+                                   m.expires != None),  # noqa: E711 (NDB syntax)
+                           m.last_accessed <= _common.to_datetime(cutoff_ms)))
+    return query.fetch(limit, keys_only=True)
+
+
+def _delete_if_doomed(key, now_ms, dormant_for):
+    """Deletes the session at ``key`` if it is still expired or dormant at ``now_ms``; True if it did."""
+    ndb = _ndb()
+    from google.appengine.api import datastore_errors
+
+    @ndb.transactional
+    def txn():
+        entity = key.get()
+        if entity is None or not _common.doomed(entity.data, now_ms, dormant_for):
+            return False
+        key.delete()
+        return True
+    try:
+        return txn()
+    except datastore_errors.TransactionFailedError:
+        return False  # written to throughout the retries: in use, so not ours to delete

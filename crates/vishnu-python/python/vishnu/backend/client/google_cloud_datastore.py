@@ -87,20 +87,41 @@ class Store(object):
 
 
 def delete_expired(dormant_for=86400, limit=500, now_ms=None):
-    """Deletes sessions that expired, or were not used for ``dormant_for`` seconds, at most
-    ``limit`` in all. Returns ``(removed, done)``; ``done`` is True when nothing more is left."""
+    """Deletes sessions that expired, or were not used for ``dormant_for`` seconds, at ``now_ms``
+    (the engine's clock; the system clock, read once, when not given), at most ``limit`` in all.
+    Returns ``(removed, done)``; ``done`` is True when nothing more is left.
+
+    The index queries only propose: each candidate is deleted in a transaction of its own that
+    re-reads it and spares it if a request refreshed it since the query."""
     c = client()
     now_ms = _common.now_ms() if now_ms is None else now_ms
-    cutoff = _common.to_datetime(now_ms - int(dormant_for) * 1000)
+    keys = _candidates(c, now_ms, now_ms - int(dormant_for) * 1000, limit + 1)
+    removed = sum(1 for key in keys[:limit] if _delete_if_doomed(c, key, now_ms, dormant_for))
+    return removed, len(keys) <= limit
+
+
+def _candidates(c, now_ms, cutoff_ms, limit):
+    """Keys of at most ``limit`` sessions, from each index, that the indexes say were last accessed
+    at ``cutoff_ms`` or before, or expired by ``now_ms`` (Datastore has no OR across properties)."""
     from google.cloud.datastore.query import PropertyFilter
     keys = []
-    for prop, bound in (("last_accessed", cutoff), ("expires", _common.to_datetime(now_ms))):
+    for prop, bound in (("last_accessed", cutoff_ms), ("expires", now_ms)):
         q = c.query(kind=TABLE_NAME)
-        q.add_filter(filter=PropertyFilter(prop, "<=", bound))
+        q.add_filter(filter=PropertyFilter(prop, "<=", _common.to_datetime(bound)))
         q.keys_only()
-        keys.extend(e.key for e in q.fetch(limit=limit + 1))
-    unique = list({k.id_or_name: k for k in keys}.values())
-    doomed = unique[:limit]
-    if doomed:
-        c.delete_multi(doomed)
-    return len(doomed), len(unique) <= limit
+        keys.extend(e.key for e in q.fetch(limit=limit))
+    return list({k.id_or_name: k for k in keys}.values())
+
+
+def _delete_if_doomed(c, key, now_ms, dormant_for):
+    """Deletes the session at ``key`` if it is still expired or dormant at ``now_ms``; True if it did."""
+    from google.api_core import exceptions
+    try:
+        with c.transaction():
+            entity = c.get(key)
+            if entity is None or not _common.doomed(entity.get("data"), now_ms, dormant_for):
+                return False
+            c.delete(key)
+            return True
+    except (exceptions.Aborted, exceptions.Conflict):
+        return False  # written to since the read: in use, so not ours to delete
