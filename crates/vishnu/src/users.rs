@@ -130,7 +130,13 @@ async fn change_index<T>(
                 let v = r.version;
                 (r, Some(v))
             }
-            None => (Record::new(Map::new(), now, until), None),
+            None => {
+                // The index belongs to the user: stores that evict (the memory
+                // store) keep it with the logged-in sessions, not the anonymous ones.
+                let mut r = Record::new(Map::new(), now, until);
+                r.user = Some(user.to_owned());
+                (r, None)
+            }
         };
         let (write, result) = change(&mut record.data, now);
         if !write {

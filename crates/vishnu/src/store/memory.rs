@@ -1,6 +1,6 @@
 //! [`MemoryStore`]: the embedded store, for development, tests and single-process apps.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -18,7 +18,10 @@ const SWEEP_EVERY: Millis = 1_000;
 /// An in-process store: 64 independently locked shards, so concurrent requests
 /// on different sessions rarely contend, with expired records evicted for real
 /// (each shard is swept at most once a second, on use) and an optional
-/// capacity bound, past which the records closest to expiry are evicted.
+/// capacity bound, past which the least recently used session is evicted,
+/// one that is bound to no user first: an attacker who creates sessions
+/// pushes out other anonymous sessions, not logged-in users. Eviction costs
+/// O(log n) (two ordered indexes per shard), never a scan.
 ///
 /// Sessions live as long as the process: use a server store when the
 /// application runs on several processes or must survive restarts.
@@ -38,9 +41,20 @@ struct Inner {
     clock: Arc<dyn Clock>,
 }
 
+/// A record and when it was last used (a per-shard sequence number).
+struct Entry {
+    record: Record,
+    used: u64,
+}
+
 #[derive(Default)]
 struct Shard {
-    records: HashMap<StoreKey, Record, KeyHash>,
+    records: HashMap<StoreKey, Entry, KeyHash>,
+    /// Least recently used first: sessions bound to no user, evicted first…
+    anonymous: BTreeMap<u64, StoreKey>,
+    /// …then the others (bound sessions, user indexes).
+    bound: BTreeMap<u64, StoreKey>,
+    next_use: u64,
     next_sweep: Millis,
 }
 
@@ -76,15 +90,83 @@ impl std::hash::Hasher for KeyHasher {
 }
 
 impl Shard {
+    fn order(&mut self, record: &Record) -> &mut BTreeMap<u64, StoreKey> {
+        if record.user.is_some() {
+            &mut self.bound
+        } else {
+            &mut self.anonymous
+        }
+    }
+
+    fn next_use(&mut self) -> u64 {
+        self.next_use += 1;
+        self.next_use
+    }
+
+    /// Inserts or replaces `key`'s record, as just used.
+    fn put(&mut self, key: &StoreKey, record: Record) {
+        self.remove(key);
+        let used = self.next_use();
+        self.order(&record).insert(used, key.clone());
+        self.records.insert(key.clone(), Entry { record, used });
+    }
+
+    fn remove(&mut self, key: &StoreKey) -> Option<Record> {
+        let entry = self.records.remove(key)?;
+        self.order(&entry.record).remove(&entry.used);
+        Some(entry.record)
+    }
+
+    /// Marks `key` as just used.
+    fn used(&mut self, key: &StoreKey) {
+        let used = self.next_use();
+        let Some(entry) = self.records.get_mut(key) else {
+            return;
+        };
+        let (old, bound) = (
+            std::mem::replace(&mut entry.used, used),
+            entry.record.user.is_some(),
+        );
+        let order = if bound {
+            &mut self.bound
+        } else {
+            &mut self.anonymous
+        };
+        order.remove(&old);
+        order.insert(used, key.clone());
+    }
+
     fn sweep(&mut self, now: Millis) {
         if now >= self.next_sweep {
-            self.records.retain(|_, r| !r.is_expired(now));
+            let expired: Vec<StoreKey> = self
+                .records
+                .iter()
+                .filter(|(_, e)| e.record.is_expired(now))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in expired {
+                self.remove(&key);
+            }
             self.next_sweep = now.saturating_add(SWEEP_EVERY);
         }
     }
 
     fn live(&self, key: &StoreKey, now: Millis) -> Option<&Record> {
-        self.records.get(key).filter(|r| !r.is_expired(now))
+        self.records
+            .get(key)
+            .map(|e| &e.record)
+            .filter(|r| !r.is_expired(now))
+    }
+
+    /// Evicts the least recently used session, an anonymous one if any.
+    fn evict(&mut self) -> Option<StoreKey> {
+        let (_, key) = self
+            .anonymous
+            .first_key_value()
+            .or_else(|| self.bound.first_key_value())
+            .map(|(u, k)| (*u, k.clone()))?;
+        self.remove(&key);
+        Some(key)
     }
 }
 
@@ -129,8 +211,8 @@ impl MemoryStore {
     }
 
     /// Bounds the store to about `capacity` live records (rounded up to a
-    /// multiple of 64). When a shard is full, creating a session first drops
-    /// expired records, then the record closest to expiry.
+    /// multiple of 64). When a shard is full, creating a session evicts the
+    /// least recently used one, preferring sessions bound to no user.
     #[must_use]
     pub fn with_capacity(self, capacity: usize) -> Self {
         let per_shard = capacity.div_ceil(SHARDS).max(1);
@@ -183,7 +265,11 @@ impl SessionStore for MemoryStore {
         let now = self.now();
         let mut shard = self.shard(key);
         shard.sweep(now);
-        Ok(shard.live(key, now).cloned())
+        let found = shard.live(key, now).cloned();
+        if found.is_some() {
+            shard.used(key);
+        }
+        Ok(found)
     }
 
     async fn create(&self, key: &StoreKey, record: &Record) -> Result<bool, StoreError> {
@@ -195,25 +281,16 @@ impl SessionStore for MemoryStore {
             return Ok(false);
         }
         if let Some(cap) = capacity {
-            if shard.records.len() >= cap {
-                shard.records.retain(|_, r| !r.is_expired(now));
-            }
             while shard.records.len() >= cap {
-                let victim = shard
-                    .records
-                    .iter()
-                    .min_by_key(|(_, r)| r.expires_at)
-                    .map(|(k, _)| k.clone());
-                match victim {
+                match shard.evict() {
                     Some(k) => {
-                        shard.records.remove(&k);
-                        tracing::debug!(key = %k, "memory store full: evicted the session closest to expiry");
+                        tracing::debug!(key = %k, "memory store full: evicted the least recently used session")
                     }
                     None => break,
                 }
             }
         }
-        shard.records.insert(key.clone(), record.clone());
+        shard.put(key, record.clone());
         Ok(true)
     }
 
@@ -225,16 +302,16 @@ impl SessionStore for MemoryStore {
     ) -> Result<SaveOutcome, StoreError> {
         let now = self.now();
         let mut shard = self.shard(key);
-        match shard.records.get_mut(key) {
+        match shard.records.get(key).map(|e| &e.record) {
             Some(stored) if !stored.is_expired(now) => {
                 if stored.version != expected_version {
                     return Ok(SaveOutcome::Conflict);
                 }
-                *stored = record.clone();
+                shard.put(key, record.clone());
                 Ok(SaveOutcome::Saved)
             }
             Some(_) => {
-                shard.records.remove(key);
+                shard.remove(key);
                 Ok(SaveOutcome::Missing)
             }
             None => Ok(SaveOutcome::Missing),
@@ -242,7 +319,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
-        self.shard(key).records.remove(key);
+        self.shard(key).remove(key);
         Ok(())
     }
 
@@ -254,12 +331,13 @@ impl SessionStore for MemoryStore {
     ) -> Result<bool, StoreError> {
         let now = self.now();
         let mut shard = self.shard(key);
-        match shard.records.get_mut(key) {
+        match shard.records.get_mut(key).map(|e| &mut e.record) {
             Some(stored) if !stored.is_expired(now) => {
                 // Neither moves backwards: a late touch from an older request
                 // must not undo a longer timeout another request just saved.
                 stored.last_access = stored.last_access.max(last_access);
                 stored.expires_at = stored.expires_at.max(expires_at);
+                shard.used(key);
                 Ok(true)
             }
             _ => Ok(false),
@@ -281,7 +359,7 @@ impl SessionStore for MemoryStore {
             let doomed: Vec<StoreKey> = shard
                 .records
                 .iter()
-                .filter(|(_, r)| r.is_expired(now) || r.last_access <= cutoff)
+                .filter(|(_, e)| e.record.is_expired(now) || e.record.last_access <= cutoff)
                 .map(|(k, _)| k.clone())
                 .collect();
             for k in doomed {
@@ -289,11 +367,95 @@ impl SessionStore for MemoryStore {
                     cleanup.more = true;
                     return Ok(cleanup);
                 }
-                shard.records.remove(&k);
+                shard.remove(&k);
                 budget -= 1;
                 cleanup.removed += 1;
             }
         }
         Ok(cleanup)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::SessionId;
+    use serde_json::Map;
+
+    /// `n` fresh keys that all land in the same shard.
+    fn keys_in_one_shard(n: usize) -> Vec<StoreKey> {
+        let mut keys = Vec::new();
+        while keys.len() < n {
+            let key = SessionId::generate().expect("rng").store_key();
+            if key.digest_bits() % SHARDS as u64 == 0 {
+                keys.push(key);
+            }
+        }
+        keys
+    }
+
+    fn record(user: Option<&str>) -> Record {
+        let now = SystemClock.now_millis();
+        let mut r = Record::new(Map::new(), now, now + 3_600_000);
+        r.user = user.map(str::to_owned);
+        r
+    }
+
+    #[tokio::test]
+    async fn a_full_shard_evicts_the_least_recently_used_anonymous_session_first() {
+        // Three per shard.
+        let store = MemoryStore::new().with_capacity(3 * SHARDS);
+        let k = keys_in_one_shard(6);
+        assert!(store
+            .create(&k[0], &record(Some("ada")))
+            .await
+            .expect("create"));
+        assert!(store.create(&k[1], &record(None)).await.expect("create"));
+        assert!(store.create(&k[2], &record(None)).await.expect("create"));
+        // k[1] is used again: k[2] is now the least recently used anonymous one.
+        assert!(store.load(&k[1]).await.expect("load").is_some());
+        assert!(store.create(&k[3], &record(None)).await.expect("create"));
+        assert!(
+            store.load(&k[2]).await.expect("load").is_none(),
+            "LRU anonymous evicted"
+        );
+        assert!(
+            store.load(&k[0]).await.expect("load").is_some(),
+            "the user's session stays"
+        );
+        // A flood of anonymous sessions never pushes out the logged-in one.
+        for key in &k[4..] {
+            assert!(store.create(key, &record(None)).await.expect("create"));
+        }
+        assert!(store.load(&k[0]).await.expect("load").is_some());
+        assert_eq!(store.len(), 3);
+        // Only bound sessions left to evict: the least recently used of them goes.
+        let b = keys_in_one_shard(3);
+        for key in &b {
+            assert!(store
+                .create(key, &record(Some("bob")))
+                .await
+                .expect("create"));
+        }
+        assert!(store.load(&k[0]).await.expect("load").is_none());
+        assert_eq!(store.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn binding_a_session_moves_it_out_of_the_first_eviction_line() {
+        let store = MemoryStore::new().with_capacity(2 * SHARDS);
+        let k = keys_in_one_shard(3);
+        assert!(store.create(&k[0], &record(None)).await.expect("create"));
+        assert!(store.create(&k[1], &record(None)).await.expect("create"));
+        // k[0], the older, logs in (a save that binds it).
+        let mut bound = record(Some("ada"));
+        bound.version = 2;
+        assert_eq!(
+            store.save(&k[0], &bound, 1).await.expect("save"),
+            SaveOutcome::Saved
+        );
+        assert!(store.create(&k[2], &record(None)).await.expect("create"));
+        assert!(store.load(&k[0]).await.expect("load").is_some());
+        assert!(store.load(&k[1]).await.expect("load").is_none());
     }
 }
