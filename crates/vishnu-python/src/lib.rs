@@ -309,6 +309,24 @@ impl Engine {
         }
     }
 
+    /// Removes expired and dormant records from the engine's store, at most
+    /// `limit`, judged by the engine's clock; returns `(removed, more)`.
+    fn delete_expired(
+        &self,
+        py: Python<'_>,
+        dormant_for: u64,
+        limit: usize,
+    ) -> PyResult<(u64, bool)> {
+        let engine = self.inner.clone();
+        let cleanup = block_on(py, async move {
+            engine
+                .delete_expired(Duration::from_secs(dormant_for), limit)
+                .await
+        })?
+        .map_err(|e| StoreError::new_err(e.to_string()))?;
+        Ok((cleanup.removed, cleanup.more))
+    }
+
     /// `user`'s live sessions, most recently used first, as dicts (none `current`).
     fn sessions_of<'py>(&self, py: Python<'py>, user: String) -> PyResult<Vec<Bound<'py, PyDict>>> {
         let engine = self.inner.clone();

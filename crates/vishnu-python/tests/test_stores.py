@@ -135,3 +135,18 @@ def test_a_session_is_shared_with_the_rust_demo(subprocess_server):
     assert b.get("/counter") == (200, "2")  # the Rust demo read and changed the Python session
     b.base = python
     assert b.get("/counter") == (200, "3")
+
+
+def test_cleanup_judges_by_the_configs_clock(tmp_path):
+    from vishnu import _vishnu
+    c = config(backend=SQLite(str(tmp_path / "clocked.db")), auto_save=True, timeout=60)
+    clock = _vishnu.ManualClock()
+    c._clock = clock
+    caller = Caller(SessionMiddleware(routes, c))
+    caller("/set/user/ada")
+    assert delete_expired_sessions(c) is True
+    assert caller("/get/user")[1] == '"ada"', "live by the config's clock: kept"
+    clock.advance(120)  # expired by the config's clock only; the system clock has not moved
+    assert delete_expired_sessions(c) is True
+    c2 = config(backend=SQLite(str(tmp_path / "clocked.db")), auto_save=True, timeout=60)
+    assert Caller(SessionMiddleware(routes, c2))("/get/user", cookie="vishnu=" + caller.cookie)[1] == "none"

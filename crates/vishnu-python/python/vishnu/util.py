@@ -13,7 +13,8 @@ def delete_expired_sessions(config, dormant_for=DEFAULT_DORMANT_FOR, limit=DEFAU
     """Removes expired sessions, and sessions unused for ``dormant_for`` seconds, at most ``limit``,
     from ``config``'s store (SQL and memory stores; Redis and memcached expire records themselves).
     Returns True when nothing more is left."""
-    removed, more = config._get_store().delete_expired(int(dormant_for), int(limit))
+    # The engine's clock judges what has expired (the same clock its sessions use).
+    removed, more = config._get_engine().delete_expired(int(dormant_for), int(limit))
     return not more
 
 
