@@ -152,24 +152,6 @@ impl Store {
     fn supported() -> Vec<&'static str> {
         vishnu::store::supported()
     }
-
-    /// Removes expired and dormant records, at most `limit`; returns `(removed, more)`.
-    fn delete_expired(
-        &self,
-        py: Python<'_>,
-        dormant_for: u64,
-        limit: usize,
-    ) -> PyResult<(u64, bool)> {
-        let store = self.inner.clone();
-        let now = vishnu::Clock::now_millis(&vishnu::SystemClock);
-        let cleanup = block_on(py, async move {
-            store
-                .delete_expired(now, Duration::from_secs(dormant_for), limit)
-                .await
-        })?
-        .map_err(|e| StoreError::new_err(e.to_string()))?;
-        Ok((cleanup.removed, cleanup.more))
-    }
 }
 
 /// A time source that only moves when told to: tests use it to pass a grace
