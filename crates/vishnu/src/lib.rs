@@ -41,6 +41,8 @@
 //!   Id changes are atomic in every store; `cycle_grace` and `renew_grace` keep
 //!   requests in flight during a login or a renewal from logging the user out.
 //! - [`SessionLayer`]: the tower layer; with the `axum` feature, `Session` is an extractor.
+//! - `actix::SessionMiddleware` (feature `actix`): the actix-web 4 middleware;
+//!   `Session` is an extractor there too.
 //! - [`SessionStore`]: the store trait; [`MemoryStore`] is built in.
 //! - [`Engine`]: the framework-free core that every front calls; also a user's
 //!   sessions without a request ([`Engine::sessions_of`], [`Engine::revoke_all`]).
@@ -48,6 +50,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "actix")]
+pub mod actix;
 #[cfg(feature = "axum")]
 mod axum;
 mod clock;

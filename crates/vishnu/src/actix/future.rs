@@ -1,0 +1,104 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::task::{ready, Context, Poll};
+
+use actix_web::body::EitherBody;
+use actix_web::dev::ServiceResponse;
+use actix_web::http::header::{HeaderValue, SET_COOKIE};
+use actix_web::http::StatusCode;
+use actix_web::{Error, HttpResponse};
+use pin_project_lite::pin_project;
+
+use crate::engine::Engine;
+use crate::error::SessionError;
+use crate::Session;
+
+type Finish = Pin<Box<dyn Future<Output = Result<Option<String>, SessionError>>>>;
+
+pin_project! {
+    /// The response future of [`SessionService`](crate::actix::SessionService).
+    ///
+    /// A request that never used its session completes without allocating:
+    /// the engine is only called (and boxed) when there is something to do.
+    pub struct ResponseFuture<F, B> {
+        #[pin]
+        inner: F,
+        engine: Engine,
+        session: Session,
+        finishing: Option<(Finish, ServiceResponse<B>)>,
+    }
+}
+
+impl<F, B> ResponseFuture<F, B> {
+    pub(crate) fn new(inner: F, engine: Engine, session: Session) -> Self {
+        Self {
+            inner,
+            engine,
+            session,
+            finishing: None,
+        }
+    }
+}
+
+impl<F, B> Future for ResponseFuture<F, B>
+where
+    F: Future<Output = Result<ServiceResponse<B>, Error>>,
+{
+    type Output = Result<ServiceResponse<EitherBody<B>>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            if let Some((mut finish, response)) = this.finishing.take() {
+                let Poll::Ready(outcome) = finish.as_mut().poll(cx) else {
+                    *this.finishing = Some((finish, response));
+                    return Poll::Pending;
+                };
+                return Poll::Ready(Ok(answer(response, outcome)));
+            }
+            let response = ready!(this.inner.as_mut().poll(cx))?;
+            if !this.session.inner.used.load(Ordering::Relaxed) {
+                return Poll::Ready(Ok(response.map_into_left_body()));
+            }
+            let engine = this.engine.clone();
+            let session = this.session.clone();
+            let status = response.status().as_u16();
+            let finish: Finish = Box::pin(async move { engine.finish(&session, status).await });
+            *this.finishing = Some((finish, response));
+        }
+    }
+}
+
+/// The handler's response with the engine's `Set-Cookie`, or the refusal that replaces it.
+fn answer<B>(
+    mut response: ServiceResponse<B>,
+    outcome: Result<Option<String>, SessionError>,
+) -> ServiceResponse<EitherBody<B>> {
+    match outcome {
+        Ok(cookie) => {
+            if let Some(cookie) = cookie {
+                match HeaderValue::try_from(cookie) {
+                    Ok(value) => response.headers_mut().append(SET_COOKIE, value),
+                    Err(_) => tracing::error!("session cookie is not a valid header value"),
+                }
+            }
+            response.map_into_left_body()
+        }
+        Err(SessionError::Superseded) => {
+            // A write with an id that a login cycled away: 409, no cookie.
+            refuse(response, StatusCode::CONFLICT)
+        }
+        Err(error) => {
+            tracing::error!(%error, "session could not be saved: answering 500");
+            refuse(response, StatusCode::INTERNAL_SERVER_ERROR)
+        }
+    }
+}
+
+/// The handler's answer replaced by an empty one with `status`.
+fn refuse<B>(response: ServiceResponse<B>, status: StatusCode) -> ServiceResponse<EitherBody<B>> {
+    response
+        .into_response(HttpResponse::new(status))
+        .map_into_right_body()
+}
