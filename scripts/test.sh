@@ -61,16 +61,15 @@ step "Rust tests"
 cargo test --workspace --all-features
 
 step "demo route checks"
-cargo build --quiet --example demo --example load --all-features
+cargo build --quiet --example demo --example demo_actix --example load --all-features
 # Each demo runs twice per store: as is, and renewing ids every second with a
 # 2-second grace window (check_demo.py --renewal checks the renewal too).
-demo_check() { # store-url [command...]
+demo_check() { # store-url command...
   local store=$1; shift
   local flags=(); [ "$store" = cookie ] && flags=(--client-side-store)
-  [ $# -gt 0 ] || flags+=(--metrics)   # the Rust demo serves GET /metrics
-  local cmd=("$@"); [ ${#cmd[@]} -gt 0 ] || cmd=(./target/debug/examples/demo)
-  demo_run "$store" "" "${flags[@]}" -- "${cmd[@]}"
-  [ "$store" = cookie ] || demo_run "$store" "--renew-every 1 --grace 2" --renewal 2 -- "${cmd[@]}"
+  case "$1" in ./target/debug/examples/*) flags+=(--metrics) ;; esac   # the Rust demos serve GET /metrics
+  demo_run "$store" "" "${flags[@]}" -- "$@"
+  [ "$store" = cookie ] || demo_run "$store" "--renew-every 1 --grace 2" --renewal 2 -- "$@"
 }
 demo_run() { # store-url "demo flags" [check flags...] -- command...
   local store=$1 demo_flags=$2; shift 2
@@ -86,14 +85,17 @@ demo_run() { # store-url "demo flags" [check flags...] -- command...
   kill "$pid"
   wait "$pid" 2>/dev/null || true
 }
-demo_check memory
-demo_check cookie
-demo_check "sqlite://$work/demo.db"
-demo_check "$VISHNU_POSTGRES_URL"
-demo_check "$VISHNU_MYSQL_URL"
-demo_check "$VISHNU_REDIS_URL"
-demo_check "$VISHNU_REDIS_CLUSTER_URL"
-demo_check "$VISHNU_MEMCACHED_URL"
+# The same engine behind two fronts: the axum demo and the actix-web one.
+for demo in demo demo_actix; do
+  demo_check memory "./target/debug/examples/$demo"
+  demo_check cookie "./target/debug/examples/$demo"
+  demo_check "sqlite://$work/$demo.db" "./target/debug/examples/$demo"
+  demo_check "$VISHNU_POSTGRES_URL" "./target/debug/examples/$demo"
+  demo_check "$VISHNU_MYSQL_URL" "./target/debug/examples/$demo"
+  demo_check "$VISHNU_REDIS_URL" "./target/debug/examples/$demo"
+  demo_check "$VISHNU_REDIS_CLUSTER_URL" "./target/debug/examples/$demo"
+  demo_check "$VISHNU_MEMCACHED_URL" "./target/debug/examples/$demo"
+done
 
 step "Python package (wheel built with maturin, tested with pytest)"
 venv="$root/target/venv"
@@ -119,6 +121,7 @@ CARGO_BUILD_JOBS=2 scripts/fuzz.sh all 30
 
 step "end to end: a real browser, store faults, load"
 export VISHNU_DEMO_BIN="$root/target/debug/examples/demo" VISHNU_LOAD_BIN="$root/target/debug/examples/load"
+export VISHNU_DEMO_ACTIX_BIN="$root/target/debug/examples/demo_actix"
 bash scripts/e2e/install-browser.sh
 node tests/e2e/browser.mjs
 python3 tests/e2e/faults.py
