@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // vishnu end-to-end test in a real browser: headless Chromium (Debian's /usr/bin/chromium),
-// driven by playwright-core, against the Rust demo (crates/vishnu/examples/demo.rs).
+// driven by playwright-core, against the Rust demo (crates/vishnu/examples/demo.rs, on axum);
+// the main scenarios also against the same demo on actix-web (examples/demo_actix.rs).
 //
 // Run `node tests/e2e/browser.mjs --help` for usage. Prints one line per check and a
 // final `e2e-browser: N passed, M failed`; exits non-zero when a check fails.
@@ -19,17 +20,18 @@ const ROOT = path.resolve(HERE, '..', '..');
 const USAGE = `usage: node tests/e2e/browser.mjs [--help] [--keep-logs]
 
 Starts the vishnu demo (several times, on free 127.0.0.1 ports, memory store) and drives it
-with headless Chromium:
-  - the counter goes up across reloads of /counter, and / shows it;
-  - login through the form on / shows the user; logout removes the cookie, /whoami is then 401;
-  - document.cookie does not show the HttpOnly session cookie;
+with headless Chromium. The scenarios marked [both] run against the axum demo and the
+actix-web one (demo_actix), the others against the axum demo:
+  - [both] the counter goes up across reloads of /counter, and / shows it;
+  - [both] login through the form on / shows the user; logout removes the cookie, /whoami is
+    then 401; document.cookie does not show the HttpOnly session cookie;
   - with --timeout 2 the session is gone after 3 idle seconds (also for a replayed cookie);
-  - logging in does not log the user out: 5 rounds (fresh contexts) of 20 concurrent
+  - [both] logging in does not log the user out: 5 rounds (fresh contexts) of 20 concurrent
     GET /counter fetches with the login POST in their middle; each answers 200 or 409, the user
     is logged in afterwards with the cookie the login set, and no increment is lost or doubled;
-  - with --renew-every 1 --grace 5, 30 concurrent GET /counter fetches that renew the id all
+  - [both] with --renew-every 1 --grace 5, 30 concurrent GET /counter fetches that renew the id all
     answer 200, the final count is exact (32) and the cookie changed (3 rounds);
-  - over HTTPS (self-signed certificate made with openssl): a Secure cookie named __Host-vishnu,
+  - [both] over HTTPS (self-signed certificate made with openssl): a Secure cookie named __Host-vishnu,
     counter, login and logout;
   - SameSite=Strict: an auto-submitting form on http://127.0.0.1:PORT POSTing to the demo's
     /logout on http://localhost:PORT (a different site) does not carry the cookie and leaves the
@@ -45,6 +47,9 @@ with headless Chromium:
 Environment:
   VISHNU_DEMO_BIN   the demo binary (default target/debug/examples/demo; build it with
                     'cargo build --example demo --all-features')
+  VISHNU_DEMO_ACTIX_BIN
+                    the actix-web demo (default target/debug/examples/demo_actix; build it
+                    with 'cargo build --example demo_actix --all-features')
   CHROMIUM          the browser (default /usr/bin/chromium; scripts/e2e/install-browser.sh
                     installs it from Debian when run as root)
 
@@ -79,6 +84,15 @@ const demoBin = path.resolve(ROOT, process.env.VISHNU_DEMO_BIN || 'target/debug/
 if (!fs.existsSync(demoBin)) {
   die(`the demo binary ${demoBin} is missing: build it with 'cargo build --example demo --all-features' (or set VISHNU_DEMO_BIN)`);
 }
+const actixBin = path.resolve(ROOT, process.env.VISHNU_DEMO_ACTIX_BIN || 'target/debug/examples/demo_actix');
+if (!fs.existsSync(actixBin)) {
+  die(`the actix-web demo binary ${actixBin} is missing: build it with 'cargo build --example demo_actix --all-features' (or set VISHNU_DEMO_ACTIX_BIN)`);
+}
+// The fronts the [both] scenarios run against: one engine, two web frameworks.
+const FRONTS = [
+  { name: 'axum', bin: demoBin },
+  { name: 'actix-web', bin: actixBin },
+];
 const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
 if (!fs.existsSync(chromiumPath)) {
   if (process.env.CHROMIUM) die(`CHROMIUM=${chromiumPath} does not exist`);
@@ -173,12 +187,12 @@ function probe(url) {
   });
 }
 
-// Starts the demo with extra flags on a free port; resolves once GET /public answers.
-async function startDemo(label, flags, scheme = 'http') {
+// Starts a demo (`bin`) with extra flags on a free port; resolves once GET /public answers.
+async function startDemo(label, flags, scheme = 'http', bin = demoBin) {
   const port = await freePort();
   const logPath = path.join(tmp, `demo-${label}.log`);
   const log = fs.openSync(logPath, 'w');
-  const child = spawn(demoBin, ['--port', String(port), '--store', 'memory', ...flags], {
+  const child = spawn(bin, ['--port', String(port), '--store', 'memory', ...flags], {
     stdio: ['ignore', log, log],
     env: { ...process.env, NO_COLOR: '1' },
   });
@@ -198,7 +212,7 @@ async function startDemo(label, flags, scheme = 'http') {
   }
   const tail = fs.readFileSync(logPath, 'utf8').split('\n').slice(-15).join('\n');
   stopDemo(child);
-  throw new Error(`the demo (${flags.join(' ')}) did not answer on port ${port}${exited ? ` (exited: ${JSON.stringify(exited)})` : ''}; log:\n${tail}`);
+  throw new Error(`${path.basename(bin)} (${flags.join(' ')}) did not answer on port ${port}${exited ? ` (exited: ${JSON.stringify(exited)})` : ''}; log:\n${tail}`);
 }
 
 async function stopDemo(child) {
@@ -299,63 +313,65 @@ async function section(name, fn) {
 
 const browser = await launch().catch((e) => die(`cannot launch ${chromiumPath}: ${e.message}`));
 
-await section('plain HTTP: counter, login, logout, HttpOnly', async () => {
-  const demo = await startDemo('plain', []);
-  const base = `http://127.0.0.1:${demo.port}`;
-  const context = await browser.newContext();
-  const page = await context.newPage();
-  try {
-    let r = await page.goto(`${base}/counter`);
-    const seen = [await bodyOf(r)];
-    for (let i = 0; i < 2; i++) {
-      r = await page.reload();
-      seen.push(await bodyOf(r));
+for (const front of FRONTS) {
+  await section(`plain HTTP: counter, login, logout, HttpOnly [${front.name}]`, async () => {
+    const demo = await startDemo(`plain-${front.name}`, [], 'http', front.bin);
+    const base = `http://127.0.0.1:${demo.port}`;
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    try {
+      let r = await page.goto(`${base}/counter`);
+      const seen = [await bodyOf(r)];
+      for (let i = 0; i < 2; i++) {
+        r = await page.reload();
+        seen.push(await bodyOf(r));
+      }
+      check('the counter goes up across reloads of /counter (1, 2, 3)', seen.join(',') === '1,2,3', seen);
+      await page.goto(`${base}/`);
+      check('/ shows the counter', (await page.textContent('#counter')) === '3', await page.textContent('#counter'));
+
+      let cookies = await context.cookies();
+      const before = sessionCookie(cookies, 'vishnu');
+      check('the browser holds the session cookie, HttpOnly, SameSite=Lax, host-only',
+        !!before && before.httpOnly && before.sameSite === 'Lax' && before.domain === '127.0.0.1' && before.path === '/', cookies);
+      const jsCookies = await page.evaluate(() => {
+        document.cookie = 'probe=visible; path=/';
+        return document.cookie;
+      });
+      check('document.cookie shows a script cookie but not the HttpOnly session cookie',
+        jsCookies.includes('probe=visible') && !jsCookies.includes('vishnu='), jsCookies);
+
+      const status = await loginViaForm(page, base, 'ada');
+      check('login through the form on / answers 303 and lands on /', status === 303, status);
+      check('/ shows the logged-in user', (await page.textContent('#user')) === 'ada', await page.textContent('#user'));
+      cookies = await context.cookies();
+      const after = sessionCookie(cookies, 'vishnu');
+      check('login cycles the session id (new cookie value)', !!after && !!before && after.value !== before.value);
+      r = await page.goto(`${base}/whoami`);
+      check('/whoami answers 200 with the user', r.status() === 200 && (await bodyOf(r)) === 'ada', [r.status(), await bodyOf(r)]);
+      r = await page.goto(`${base}/counter`);
+      check('the counter survives login (4)', (await bodyOf(r)) === '4', await bodyOf(r));
+
+      const out = await logoutViaForm(page, base);
+      check('logout through the form answers 303 and lands on /', out === 303, out);
+      check('/ shows nobody logged in after logout', (await page.textContent('#user')) === 'Not logged in');
+      cookies = await context.cookies();
+      check('logout removes the session cookie from the browser', !sessionCookie(cookies, 'vishnu'), cookies.map((c) => c.name));
+      r = await page.goto(`${base}/whoami`);
+      check('/whoami answers 401 after logout', r.status() === 401, r.status());
+
+      // The old logged-in cookie, replayed, is dead server-side too.
+      const replay = await browser.newContext();
+      await replay.addCookies([{ name: 'vishnu', value: after.value, domain: '127.0.0.1', path: '/', httpOnly: true, sameSite: 'Lax' }]);
+      r = await (await replay.newPage()).goto(`${base}/whoami`);
+      check('the logged-in cookie replayed after logout gets 401', r.status() === 401, r.status());
+      await replay.close();
+    } finally {
+      await context.close();
+      await demo.stop();
     }
-    check('the counter goes up across reloads of /counter (1, 2, 3)', seen.join(',') === '1,2,3', seen);
-    await page.goto(`${base}/`);
-    check('/ shows the counter', (await page.textContent('#counter')) === '3', await page.textContent('#counter'));
-
-    let cookies = await context.cookies();
-    const before = sessionCookie(cookies, 'vishnu');
-    check('the browser holds the session cookie, HttpOnly, SameSite=Lax, host-only',
-      !!before && before.httpOnly && before.sameSite === 'Lax' && before.domain === '127.0.0.1' && before.path === '/', cookies);
-    const jsCookies = await page.evaluate(() => {
-      document.cookie = 'probe=visible; path=/';
-      return document.cookie;
-    });
-    check('document.cookie shows a script cookie but not the HttpOnly session cookie',
-      jsCookies.includes('probe=visible') && !jsCookies.includes('vishnu='), jsCookies);
-
-    const status = await loginViaForm(page, base, 'ada');
-    check('login through the form on / answers 303 and lands on /', status === 303, status);
-    check('/ shows the logged-in user', (await page.textContent('#user')) === 'ada', await page.textContent('#user'));
-    cookies = await context.cookies();
-    const after = sessionCookie(cookies, 'vishnu');
-    check('login cycles the session id (new cookie value)', !!after && !!before && after.value !== before.value);
-    r = await page.goto(`${base}/whoami`);
-    check('/whoami answers 200 with the user', r.status() === 200 && (await bodyOf(r)) === 'ada', [r.status(), await bodyOf(r)]);
-    r = await page.goto(`${base}/counter`);
-    check('the counter survives login (4)', (await bodyOf(r)) === '4', await bodyOf(r));
-
-    const out = await logoutViaForm(page, base);
-    check('logout through the form answers 303 and lands on /', out === 303, out);
-    check('/ shows nobody logged in after logout', (await page.textContent('#user')) === 'Not logged in');
-    cookies = await context.cookies();
-    check('logout removes the session cookie from the browser', !sessionCookie(cookies, 'vishnu'), cookies.map((c) => c.name));
-    r = await page.goto(`${base}/whoami`);
-    check('/whoami answers 401 after logout', r.status() === 401, r.status());
-
-    // The old logged-in cookie, replayed, is dead server-side too.
-    const replay = await browser.newContext();
-    await replay.addCookies([{ name: 'vishnu', value: after.value, domain: '127.0.0.1', path: '/', httpOnly: true, sameSite: 'Lax' }]);
-    r = await (await replay.newPage()).goto(`${base}/whoami`);
-    check('the logged-in cookie replayed after logout gets 401', r.status() === 401, r.status());
-    await replay.close();
-  } finally {
-    await context.close();
-    await demo.stop();
-  }
-});
+  });
+}
 
 await section('idle timeout (--timeout 2)', async () => {
   const demo = await startDemo('timeout', ['--timeout', '2']);
@@ -438,142 +454,146 @@ function counterBurst(page, count) {
   }, count);
 }
 
-await section('logging in does not log the user out (login in the middle of a /counter burst)', async () => {
-  const demo = await startDemo('login-burst', []);
-  const base = `http://127.0.0.1:${demo.port}`;
-  const ROUNDS = 5;
-  const rounds = [];
-  try {
-    for (let round = 1; round <= ROUNDS; round++) {
-      const context = await browser.newContext();
-      const page = await context.newPage();
-      try {
-        // The session exists before the burst (count 1): a burst without one would start 20 sessions.
-        const first = await page.goto(`${base}/counter`);
-        const setup = await bodyOf(first);
-        const pre = sessionCookie(await context.cookies(), 'vishnu');
-        const rec = recordResponses(page);
-        // 10 counter fetches, the login, 10 more: all in flight together, awaited at the end.
-        const burst = await page.evaluate(async () => {
-          const counter = () => fetch('/counter', { credentials: 'same-origin' })
-            .then(async (r) => ({ status: r.status, body: (await r.text()).trim() }));
-          const counters = [];
-          for (let i = 0; i < 10; i++) counters.push(counter());
-          const login = fetch('/login', {
-            method: 'POST',
-            body: new URLSearchParams({ user: 'ada' }),
-            credentials: 'same-origin',
-            redirect: 'manual',
-          }).then((r) => ({ type: r.type, status: r.status }));
-          for (let i = 0; i < 10; i++) counters.push(counter());
-          return { counters: await Promise.all(counters), login: await login };
-        });
-        const seen = await rec.done();
-        const who = await page.evaluate(async () => {
-          const r = await fetch('/whoami', { credentials: 'same-origin' });
-          return { status: r.status, body: (await r.text()).trim() };
-        });
-        const post = sessionCookie(await context.cookies(), 'vishnu');
-        const [final] = await counterBurst(page, 1);
-        const loginSeen = seen.filter((s) => s.path === '/login');
-        const loginIds = loginSeen.flatMap((s) => s.setCookies).map((c) => setCookieValue(c, 'vishnu')).filter(Boolean);
-        rounds.push({
-          round, setup, pre: pre && pre.value, post: post && post.value, burst, seen, who, final, loginSeen, loginIds,
-        });
-      } finally {
-        await context.close();
+for (const front of FRONTS) {
+  await section(`logging in does not log the user out (login in the middle of a /counter burst) [${front.name}]`, async () => {
+    const demo = await startDemo(`login-burst-${front.name}`, [], 'http', front.bin);
+    const base = `http://127.0.0.1:${demo.port}`;
+    const ROUNDS = 5;
+    const rounds = [];
+    try {
+      for (let round = 1; round <= ROUNDS; round++) {
+        const context = await browser.newContext();
+        const page = await context.newPage();
+        try {
+          // The session exists before the burst (count 1): a burst without one would start 20 sessions.
+          const first = await page.goto(`${base}/counter`);
+          const setup = await bodyOf(first);
+          const pre = sessionCookie(await context.cookies(), 'vishnu');
+          const rec = recordResponses(page);
+          // 10 counter fetches, the login, 10 more: all in flight together, awaited at the end.
+          const burst = await page.evaluate(async () => {
+            const counter = () => fetch('/counter', { credentials: 'same-origin' })
+              .then(async (r) => ({ status: r.status, body: (await r.text()).trim() }));
+            const counters = [];
+            for (let i = 0; i < 10; i++) counters.push(counter());
+            const login = fetch('/login', {
+              method: 'POST',
+              body: new URLSearchParams({ user: 'ada' }),
+              credentials: 'same-origin',
+              redirect: 'manual',
+            }).then((r) => ({ type: r.type, status: r.status }));
+            for (let i = 0; i < 10; i++) counters.push(counter());
+            return { counters: await Promise.all(counters), login: await login };
+          });
+          const seen = await rec.done();
+          const who = await page.evaluate(async () => {
+            const r = await fetch('/whoami', { credentials: 'same-origin' });
+            return { status: r.status, body: (await r.text()).trim() };
+          });
+          const post = sessionCookie(await context.cookies(), 'vishnu');
+          const [final] = await counterBurst(page, 1);
+          const loginSeen = seen.filter((s) => s.path === '/login');
+          const loginIds = loginSeen.flatMap((s) => s.setCookies).map((c) => setCookieValue(c, 'vishnu')).filter(Boolean);
+          rounds.push({
+            round, setup, pre: pre && pre.value, post: post && post.value, burst, seen, who, final, loginSeen, loginIds,
+          });
+        } finally {
+          await context.close();
+        }
       }
+      const fails = (pred) => rounds.filter((r) => !pred(r)).map((r) => r.round);
+      const statuses = rounds.flatMap((r) => r.burst.counters.map((c) => c.status));
+      const n200 = statuses.filter((s) => s === 200).length;
+      const n409 = statuses.filter((s) => s === 409).length;
+      const show = (bad, f) => (bad.length ? rounds.filter((r) => bad.includes(r.round)).map(f) : undefined);
+
+      let bad = fails((r) => r.setup === '1' && !!r.pre);
+      check(`each of ${ROUNDS} fresh contexts starts with a session (GET /counter answers 1)`, bad.length === 0, show(bad, (r) => [r.round, r.setup]));
+      bad = fails((r) => r.loginSeen.length === 1 && r.loginSeen[0].status === 303 && r.burst.login.type === 'opaqueredirect');
+      check('the login POST in the middle of the burst answers 303 (redirect not followed)', bad.length === 0,
+        show(bad, (r) => [r.round, r.loginSeen.map((s) => s.status), r.burst.login]));
+      bad = fails((r) => r.burst.counters.every((c) => c.status === 200 || c.status === 409));
+      check(`every /counter of the bursts answers 200 or 409 (${ROUNDS} rounds: ${n200} x 200, ${n409} x 409)`, bad.length === 0,
+        show(bad, (r) => [r.round, r.burst.counters.map((c) => c.status)]));
+      bad = fails((r) => r.who.status === 200 && r.who.body === 'ada');
+      check('after the burst /whoami in the page answers 200 "ada" (still logged in)', bad.length === 0, show(bad, (r) => [r.round, r.who]));
+      bad = fails((r) => r.loginIds.length === 1 && !!r.post && r.post === r.loginIds[0] && r.post !== r.pre);
+      check('the browser holds the cookie the login set (a new id, not the pre-login one)', bad.length === 0,
+        show(bad, (r) => ({ round: r.round, pre: r.pre, post: r.post, login: r.loginIds, reverted: r.post === r.pre })));
+      bad = fails((r) => r.seen.every((s) => !s.error && s.setCookies.every((c) => !isRemoval(c, 'vishnu'))));
+      check('no response of the bursts removes the session cookie', bad.length === 0,
+        show(bad, (r) => [r.round, r.seen.filter((s) => s.error || s.setCookies.some((c) => isRemoval(c, 'vishnu')))]));
+      bad = fails((r) => r.seen.every((s) => s.path !== '/counter' || s.status !== 409 || s.setCookies.length === 0));
+      check('a 409 answer carries no Set-Cookie', bad.length === 0, show(bad, (r) => [r.round, r.seen.filter((s) => s.status === 409)]));
+      // The session data carries over the login: the setup GET and every 200 counted, 409s did not.
+      bad = fails((r) => {
+        const ok = r.burst.counters.filter((c) => c.status === 200);
+        const bodies = new Set(ok.map((c) => c.body));
+        return r.final.status === 200 && bodies.size === ok.length && !bodies.has('1')
+          && Number(r.final.body) === 1 + ok.length + 1;
+      });
+      check('the final /counter = 1 + setup + the 200 answers (no increment lost, none counted twice)', bad.length === 0,
+        show(bad, (r) => ({ round: r.round, final: r.final, answers: r.burst.counters.map((c) => `${c.status}:${c.body}`) })));
+    } finally {
+      await demo.stop();
     }
-    const fails = (pred) => rounds.filter((r) => !pred(r)).map((r) => r.round);
-    const statuses = rounds.flatMap((r) => r.burst.counters.map((c) => c.status));
-    const n200 = statuses.filter((s) => s === 200).length;
-    const n409 = statuses.filter((s) => s === 409).length;
-    const show = (bad, f) => (bad.length ? rounds.filter((r) => bad.includes(r.round)).map(f) : undefined);
+  });
+}
 
-    let bad = fails((r) => r.setup === '1' && !!r.pre);
-    check(`each of ${ROUNDS} fresh contexts starts with a session (GET /counter answers 1)`, bad.length === 0, show(bad, (r) => [r.round, r.setup]));
-    bad = fails((r) => r.loginSeen.length === 1 && r.loginSeen[0].status === 303 && r.burst.login.type === 'opaqueredirect');
-    check('the login POST in the middle of the burst answers 303 (redirect not followed)', bad.length === 0,
-      show(bad, (r) => [r.round, r.loginSeen.map((s) => s.status), r.burst.login]));
-    bad = fails((r) => r.burst.counters.every((c) => c.status === 200 || c.status === 409));
-    check(`every /counter of the bursts answers 200 or 409 (${ROUNDS} rounds: ${n200} x 200, ${n409} x 409)`, bad.length === 0,
-      show(bad, (r) => [r.round, r.burst.counters.map((c) => c.status)]));
-    bad = fails((r) => r.who.status === 200 && r.who.body === 'ada');
-    check('after the burst /whoami in the page answers 200 "ada" (still logged in)', bad.length === 0, show(bad, (r) => [r.round, r.who]));
-    bad = fails((r) => r.loginIds.length === 1 && !!r.post && r.post === r.loginIds[0] && r.post !== r.pre);
-    check('the browser holds the cookie the login set (a new id, not the pre-login one)', bad.length === 0,
-      show(bad, (r) => ({ round: r.round, pre: r.pre, post: r.post, login: r.loginIds, reverted: r.post === r.pre })));
-    bad = fails((r) => r.seen.every((s) => !s.error && s.setCookies.every((c) => !isRemoval(c, 'vishnu'))));
-    check('no response of the bursts removes the session cookie', bad.length === 0,
-      show(bad, (r) => [r.round, r.seen.filter((s) => s.error || s.setCookies.some((c) => isRemoval(c, 'vishnu')))]));
-    bad = fails((r) => r.seen.every((s) => s.path !== '/counter' || s.status !== 409 || s.setCookies.length === 0));
-    check('a 409 answer carries no Set-Cookie', bad.length === 0, show(bad, (r) => [r.round, r.seen.filter((s) => s.status === 409)]));
-    // The session data carries over the login: the setup GET and every 200 counted, 409s did not.
-    bad = fails((r) => {
-      const ok = r.burst.counters.filter((c) => c.status === 200);
-      const bodies = new Set(ok.map((c) => c.body));
-      return r.final.status === 200 && bodies.size === ok.length && !bodies.has('1')
-        && Number(r.final.body) === 1 + ok.length + 1;
-    });
-    check('the final /counter = 1 + setup + the 200 answers (no increment lost, none counted twice)', bad.length === 0,
-      show(bad, (r) => ({ round: r.round, final: r.final, answers: r.burst.counters.map((c) => `${c.status}:${c.body}`) })));
-  } finally {
-    await demo.stop();
-  }
-});
-
-await section('a renewal in the middle of a burst loses no increment (--renew-every 1 --grace 5)', async () => {
-  const demo = await startDemo('renew-burst', ['--renew-every', '1', '--grace', '5']);
-  const base = `http://127.0.0.1:${demo.port}`;
-  const ROUNDS = 3;
-  const rounds = [];
-  try {
-    for (let round = 1; round <= ROUNDS; round++) {
-      const context = await browser.newContext();
-      const page = await context.newPage();
-      try {
-        const first = await page.goto(`${base}/counter`);
-        const setup = await bodyOf(first);
-        const before = sessionCookie(await context.cookies(), 'vishnu');
-        await sleep(1200); // the next use renews the id
-        const rec = recordResponses(page);
-        const burst = await counterBurst(page, 30);
-        const seen = await rec.done();
-        const [final] = await counterBurst(page, 1);
-        const after = sessionCookie(await context.cookies(), 'vishnu');
-        const ids = [...new Set(seen.flatMap((s) => s.setCookies).map((c) => setCookieValue(c, 'vishnu')).filter(Boolean))];
-        rounds.push({ round, setup, before: before && before.value, after: after && after.value, burst, seen, final, ids });
-      } finally {
-        await context.close();
+for (const front of FRONTS) {
+  await section(`a renewal in the middle of a burst loses no increment (--renew-every 1 --grace 5) [${front.name}]`, async () => {
+    const demo = await startDemo(`renew-burst-${front.name}`, ['--renew-every', '1', '--grace', '5'], 'http', front.bin);
+    const base = `http://127.0.0.1:${demo.port}`;
+    const ROUNDS = 3;
+    const rounds = [];
+    try {
+      for (let round = 1; round <= ROUNDS; round++) {
+        const context = await browser.newContext();
+        const page = await context.newPage();
+        try {
+          const first = await page.goto(`${base}/counter`);
+          const setup = await bodyOf(first);
+          const before = sessionCookie(await context.cookies(), 'vishnu');
+          await sleep(1200); // the next use renews the id
+          const rec = recordResponses(page);
+          const burst = await counterBurst(page, 30);
+          const seen = await rec.done();
+          const [final] = await counterBurst(page, 1);
+          const after = sessionCookie(await context.cookies(), 'vishnu');
+          const ids = [...new Set(seen.flatMap((s) => s.setCookies).map((c) => setCookieValue(c, 'vishnu')).filter(Boolean))];
+          rounds.push({ round, setup, before: before && before.value, after: after && after.value, burst, seen, final, ids });
+        } finally {
+          await context.close();
+        }
       }
-    }
-    const fails = (pred) => rounds.filter((r) => !pred(r)).map((r) => r.round);
-    const show = (bad, f) => (bad.length ? rounds.filter((r) => bad.includes(r.round)).map(f) : undefined);
+      const fails = (pred) => rounds.filter((r) => !pred(r)).map((r) => r.round);
+      const show = (bad, f) => (bad.length ? rounds.filter((r) => bad.includes(r.round)).map(f) : undefined);
 
-    let bad = fails((r) => r.setup === '1' && !!r.before);
-    check(`GET /counter starts the session at 1 (${ROUNDS} rounds, fresh contexts)`, bad.length === 0, show(bad, (r) => [r.round, r.setup]));
-    bad = fails((r) => r.burst.every((c) => c.status === 200));
-    check('all 30 concurrent /counter fetches after 1.2 s answer 200', bad.length === 0,
-      show(bad, (r) => [r.round, r.burst.map((c) => `${c.status}:${c.body}`)]));
-    bad = fails((r) => r.burst.map((c) => Number(c.body)).sort((a, b) => a - b).join(',')
-      === Array.from({ length: 30 }, (_, i) => i + 2).join(','));
-    check('the 30 answers are exactly the counts 2..31 (each increment once)', bad.length === 0,
-      show(bad, (r) => [r.round, r.burst.map((c) => `${c.status}:${c.body}`)]));
-    bad = fails((r) => r.final.status === 200 && r.final.body === '32');
-    check('a final GET /counter answers 32', bad.length === 0, show(bad, (r) => [r.round, r.final]));
-    bad = fails((r) => r.ids.length >= 1 && !r.ids.includes(r.before));
-    check('the burst was sent a renewed id (Set-Cookie with a new value)', bad.length === 0,
-      show(bad, (r) => ({ round: r.round, before: r.before, set: r.ids })));
-    bad = fails((r) => !!r.after && r.after !== r.before);
-    check('the browser\'s session cookie changed (renewed)', bad.length === 0,
-      show(bad, (r) => ({ round: r.round, before: r.before, after: r.after })));
-    bad = fails((r) => r.seen.every((s) => !s.error && s.setCookies.every((c) => !isRemoval(c, 'vishnu'))));
-    check('no response of the burst removes the session cookie', bad.length === 0,
-      show(bad, (r) => [r.round, r.seen.filter((s) => s.error || s.setCookies.some((c) => isRemoval(c, 'vishnu')))]));
-  } finally {
-    await demo.stop();
-  }
-});
+      let bad = fails((r) => r.setup === '1' && !!r.before);
+      check(`GET /counter starts the session at 1 (${ROUNDS} rounds, fresh contexts)`, bad.length === 0, show(bad, (r) => [r.round, r.setup]));
+      bad = fails((r) => r.burst.every((c) => c.status === 200));
+      check('all 30 concurrent /counter fetches after 1.2 s answer 200', bad.length === 0,
+        show(bad, (r) => [r.round, r.burst.map((c) => `${c.status}:${c.body}`)]));
+      bad = fails((r) => r.burst.map((c) => Number(c.body)).sort((a, b) => a - b).join(',')
+        === Array.from({ length: 30 }, (_, i) => i + 2).join(','));
+      check('the 30 answers are exactly the counts 2..31 (each increment once)', bad.length === 0,
+        show(bad, (r) => [r.round, r.burst.map((c) => `${c.status}:${c.body}`)]));
+      bad = fails((r) => r.final.status === 200 && r.final.body === '32');
+      check('a final GET /counter answers 32', bad.length === 0, show(bad, (r) => [r.round, r.final]));
+      bad = fails((r) => r.ids.length >= 1 && !r.ids.includes(r.before));
+      check('the burst was sent a renewed id (Set-Cookie with a new value)', bad.length === 0,
+        show(bad, (r) => ({ round: r.round, before: r.before, set: r.ids })));
+      bad = fails((r) => !!r.after && r.after !== r.before);
+      check('the browser\'s session cookie changed (renewed)', bad.length === 0,
+        show(bad, (r) => ({ round: r.round, before: r.before, after: r.after })));
+      bad = fails((r) => r.seen.every((s) => !s.error && s.setCookies.every((c) => !isRemoval(c, 'vishnu'))));
+      check('no response of the burst removes the session cookie', bad.length === 0,
+        show(bad, (r) => [r.round, r.seen.filter((s) => s.error || s.setCookies.some((c) => isRemoval(c, 'vishnu')))]));
+    } finally {
+      await demo.stop();
+    }
+  });
+}
 
 // HTTPS parts: a second browser, launched with --ignore-certificate-errors.
 const certPath = path.join(tmp, 'cert.pem');
@@ -584,44 +604,46 @@ const ssl = spawnSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes
 check('openssl made a self-signed certificate for localhost and 127.0.0.1', ssl.status === 0, ssl.stderr);
 const tlsBrowser = await launch(['--ignore-certificate-errors']).catch((e) => die(`cannot launch ${chromiumPath}: ${e.message}`));
 
-await section('HTTPS: Secure cookie named __Host-vishnu', async () => {
-  const demo = await startDemo('https', ['--tls-cert', certPath, '--tls-key', keyPath, '--cookie-name', '__Host-vishnu'], 'https');
-  const base = `https://127.0.0.1:${demo.port}`;
-  const context = await tlsBrowser.newContext({ ignoreHTTPSErrors: true });
-  const page = await context.newPage();
-  try {
-    let r = await page.goto(`${base}/counter`);
-    const setCookie = (await r.allHeaders())['set-cookie'] || '';
-    const first = await bodyOf(r);
-    r = await page.reload();
-    check('over HTTPS the counter goes up across reloads (1, 2)', first === '1' && (await bodyOf(r)) === '2', [first, await bodyOf(r)]);
-    check('the Set-Cookie header names __Host-vishnu and is Secure; HttpOnly',
-      setCookie.startsWith('__Host-vishnu=') && /;\s*Secure/i.test(setCookie) && /;\s*HttpOnly/i.test(setCookie), setCookie);
-    const cookies = await context.cookies();
-    const c = sessionCookie(cookies, '__Host-vishnu');
-    check('the browser stored __Host-vishnu as Secure, HttpOnly, Path=/, host-only',
-      !!c && c.secure && c.httpOnly && c.path === '/' && c.domain === '127.0.0.1', cookies);
-    check('no cookie under the default name', !sessionCookie(cookies, 'vishnu'), cookies.map((x) => x.name));
-    await page.goto(`${base}/`);
-    check('/ shows the counter over HTTPS', (await page.textContent('#counter')) === '2');
-    const js = await page.evaluate(() => document.cookie);
-    check('document.cookie does not show __Host-vishnu', !js.includes('__Host-vishnu'), js);
+for (const front of FRONTS) {
+  await section(`HTTPS: Secure cookie named __Host-vishnu [${front.name}]`, async () => {
+    const demo = await startDemo(`https-${front.name}`, ['--tls-cert', certPath, '--tls-key', keyPath, '--cookie-name', '__Host-vishnu'], 'https', front.bin);
+    const base = `https://127.0.0.1:${demo.port}`;
+    const context = await tlsBrowser.newContext({ ignoreHTTPSErrors: true });
+    const page = await context.newPage();
+    try {
+      let r = await page.goto(`${base}/counter`);
+      const setCookie = (await r.allHeaders())['set-cookie'] || '';
+      const first = await bodyOf(r);
+      r = await page.reload();
+      check('over HTTPS the counter goes up across reloads (1, 2)', first === '1' && (await bodyOf(r)) === '2', [first, await bodyOf(r)]);
+      check('the Set-Cookie header names __Host-vishnu and is Secure; HttpOnly',
+        setCookie.startsWith('__Host-vishnu=') && /;\s*Secure/i.test(setCookie) && /;\s*HttpOnly/i.test(setCookie), setCookie);
+      const cookies = await context.cookies();
+      const c = sessionCookie(cookies, '__Host-vishnu');
+      check('the browser stored __Host-vishnu as Secure, HttpOnly, Path=/, host-only',
+        !!c && c.secure && c.httpOnly && c.path === '/' && c.domain === '127.0.0.1', cookies);
+      check('no cookie under the default name', !sessionCookie(cookies, 'vishnu'), cookies.map((x) => x.name));
+      await page.goto(`${base}/`);
+      check('/ shows the counter over HTTPS', (await page.textContent('#counter')) === '2');
+      const js = await page.evaluate(() => document.cookie);
+      check('document.cookie does not show __Host-vishnu', !js.includes('__Host-vishnu'), js);
 
-    const status = await loginViaForm(page, base, 'carol');
-    check('login over HTTPS answers 303 and / shows the user', status === 303 && (await page.textContent('#user')) === 'carol', status);
-    r = await page.goto(`${base}/whoami`);
-    check('/whoami over HTTPS names the user', r.status() === 200 && (await bodyOf(r)) === 'carol', r.status());
-    r = await page.goto(`${base}/counter`);
-    check('the counter survives login over HTTPS (3)', (await bodyOf(r)) === '3', await bodyOf(r));
-    await logoutViaForm(page, base);
-    check('logout over HTTPS removes __Host-vishnu', !sessionCookie(await context.cookies(), '__Host-vishnu'));
-    r = await page.goto(`${base}/whoami`);
-    check('/whoami over HTTPS answers 401 after logout', r.status() === 401, r.status());
-  } finally {
-    await context.close();
-    await demo.stop();
-  }
-});
+      const status = await loginViaForm(page, base, 'carol');
+      check('login over HTTPS answers 303 and / shows the user', status === 303 && (await page.textContent('#user')) === 'carol', status);
+      r = await page.goto(`${base}/whoami`);
+      check('/whoami over HTTPS names the user', r.status() === 200 && (await bodyOf(r)) === 'carol', r.status());
+      r = await page.goto(`${base}/counter`);
+      check('the counter survives login over HTTPS (3)', (await bodyOf(r)) === '3', await bodyOf(r));
+      await logoutViaForm(page, base);
+      check('logout over HTTPS removes __Host-vishnu', !sessionCookie(await context.cookies(), '__Host-vishnu'));
+      r = await page.goto(`${base}/whoami`);
+      check('/whoami over HTTPS answers 401 after logout', r.status() === 401, r.status());
+    } finally {
+      await context.close();
+      await demo.stop();
+    }
+  });
+}
 
 // Cross-site request forgery of /logout. The demo runs on `localhost`, the attacker's page on
 // `127.0.0.1`: different hosts that are different *sites* (ports alone would be same-site).
