@@ -4,9 +4,9 @@
 usage: scripts/kat_crosscheck.py
 
 The known-answer tests in crates/vishnu/src/codec.rs (known_answer_signed,
-known_answer_sealed) and crates/vishnu/src/id.rs (store_key_is_a_fixed_hash_not_the_id)
+known_answer_sealed, known_answer_legacy_sealed_opens_and_asks_for_reissue) and crates/vishnu/src/id.rs (store_key_is_a_fixed_hash_not_the_id)
 pin the wire format. This script rebuilds each answer from the same inputs with
-Python's hmac and hashlib, an RFC 5869 HKDF written here, and AES-256-GCM from the
+Python's hmac and hashlib, an RFC 5869 HKDF written here, and AES-256-GCM-SIV and AES-256-GCM from the
 `cryptography` package, then checks that
 
   - each recomputed value equals the expected one below, and
@@ -22,7 +22,7 @@ import os
 import struct
 import sys
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESGCMSIV
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 SRC = os.path.join(ROOT, "crates", "vishnu", "src")
@@ -39,13 +39,16 @@ STORE_KEY_ID = bytes([7] * 16)
 HKDF_SALT = b"vishnu v1"
 INFO_SIGNING = b"vishnu cookie signing"
 INFO_ENCRYPTION = b"vishnu cookie encryption"
+INFO_ENCRYPTION_SIV = b"vishnu cookie encryption gcm-siv"
 VERSION_SIGNED = 1
 VERSION_SEALED = 2
+VERSION_SEALED_SIV = 3
 STORE_KEY_PREFIX = b"vishnu store key v1\0"
 
 EXPECTED = {
     "known_answer_signed": "ATAxMjM0NTY3ODlhYmNkZWb8Zj1TA-4EsJX4Y2OHjheY8u1pIkfX8p0uwVC_TKbmwQ",
-    "known_answer_sealed": "AgkJCQkJCQkJCQkJCeJd4-A-zQ74WUjY-Ey4HggxhUGQHQs4-ijro7oGM6cUxZLVejXQuXgD5ZUV19h81jkTXKpRhIzkKE3Vw9ZSlEw",
+    "known_answer_sealed": "AwkJCQkJCQkJCQkJCWyQNL0FLVWf7GbJwm2Yi7W6w89v83n3eVNiWmyqZ91-T0kevwsnL2trCGxZ8vOGLPhQGhjILxUpeXCtcZEK0Po",
+    "known_answer_legacy_sealed": "AgkJCQkJCQkJCQkJCeJd4-A-zQ74WUjY-Ey4HggxhUGQHQs4-ijro7oGM6cUxZLVejXQuXgD5ZUV19h81jkTXKpRhIzkKE3Vw9ZSlEw",
     "store key of [7; 16]": "a9fb41877a60250ed3670b3a13ee16819506608d3d89228e86711659186038eb",
 }
 
@@ -79,6 +82,16 @@ def signed(secret, name, payload):
 
 
 def sealed(secret, encrypt_key, name, payload, nonce):
+    """Format 3: AES-256-GCM-SIV (RFC 8452)."""
+    tag = name_bound_tag(secret, VERSION_SEALED_SIV, name, payload)
+    k_siv = hkdf_sha256(HKDF_SALT, encrypt_key, INFO_ENCRYPTION_SIV)
+    aad = bytes([VERSION_SEALED_SIV]) + name
+    ciphertext = AESGCMSIV(k_siv).encrypt(nonce, payload + tag, aad)  # ciphertext || 16-byte tag
+    return b64url(bytes([VERSION_SEALED_SIV]) + nonce + ciphertext)
+
+
+def legacy_sealed(secret, encrypt_key, name, payload, nonce):
+    """Format 2 (read only now): AES-256-GCM."""
     tag = name_bound_tag(secret, VERSION_SEALED, name, payload)
     k_enc = hkdf_sha256(HKDF_SALT, encrypt_key, INFO_ENCRYPTION)
     aad = bytes([VERSION_SEALED]) + name
@@ -116,6 +129,10 @@ def main():
         "known_answer_sealed": (
             sealed(SECRET, ENCRYPT_KEY, COOKIE_NAME, SESSION_ID, NONCE),
             EXPECTED["known_answer_sealed"],
+        ),
+        "known_answer_legacy_sealed": (
+            legacy_sealed(SECRET, ENCRYPT_KEY, COOKIE_NAME, SESSION_ID, NONCE),
+            EXPECTED["known_answer_legacy_sealed"],
         ),
         "store key of [7; 16]": (store_key(STORE_KEY_ID), EXPECTED["store key of [7; 16]"]),
     }

@@ -1,19 +1,33 @@
 //! The cookie value: key derivation, signing, sealing, verification and key rotation.
 //!
-//! # Format (version 1 signed, version 2 sealed)
+//! # Format (version 1 signed, version 3 sealed; version 2 is read only)
 //!
 //! ```text
 //! signed:  base64url( 0x01 || payload || HMAC-SHA256(k_sign, 0x01 || len(name) || name || payload) )
-//! sealed:  base64url( 0x02 || nonce(12) || AES-256-GCM(k_enc, nonce, payload || tag, aad = 0x02 || name) )
-//!          where tag = HMAC-SHA256(k_sign, 0x02 || len(name) || name || payload)
+//! sealed:  base64url( 0x03 || nonce(12) || AES-256-GCM-SIV(k_siv, nonce, payload || tag, aad = 0x03 || name) )
+//!          where tag = HMAC-SHA256(k_sign, 0x03 || len(name) || name || payload)
+//! legacy:  base64url( 0x02 || nonce(12) || AES-256-GCM(k_enc, nonce, payload || tag, aad = 0x02 || name) )
 //! ```
 //!
-//! `k_sign = HKDF-SHA256(salt = "vishnu v1", ikm = secret, info = "vishnu cookie signing")` and
+//! `k_sign = HKDF-SHA256(salt = "vishnu v1", ikm = secret, info = "vishnu cookie signing")`,
+//! `k_siv = HKDF-SHA256(salt = "vishnu v1", ikm = encrypt key, info = "vishnu cookie encryption gcm-siv")` and
 //! `k_enc = HKDF-SHA256(salt = "vishnu v1", ikm = encrypt key, info = "vishnu cookie encryption")`:
 //! separate keys for separate purposes, so changing the encryption key leaves
 //! signatures valid and vice versa. The cookie name is authenticated, so the
 //! value of one cookie cannot be replayed under another name. base64 is
 //! unpadded and canonical: any other spelling of the same bytes is rejected.
+//!
+//! # Why AES-GCM-SIV
+//!
+//! Every save and refresh re-seals the cookie with a fresh random 96-bit
+//! nonce. With AES-GCM, a repeated nonce under one key reveals the
+//! authentication key, and random 96-bit nonces should stay under 2^32
+//! encryptions per key (NIST SP 800-38D), which a busy cookie store reaches.
+//! AES-GCM-SIV (RFC 8452) is nonce-misuse resistant: a repeated nonce only
+//! reveals that two sealed payloads were equal, and its per-key bounds with
+//! random nonces are far beyond any cookie volume. Cookies sealed with AES-GCM
+//! (version 2) are still opened, reported as [`KeyUsed::Fallback`] so that the
+//! engine re-issues them as version 3.
 //!
 //! For server-side stores the payload is the 16-byte session id. Decoding
 //! tries the current secret, then each fallback secret; a value verified with a
@@ -22,6 +36,7 @@
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
+use aes_gcm_siv::Aes256GcmSiv;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hkdf::Hkdf;
@@ -32,8 +47,10 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// Version byte of a signed (not encrypted) cookie value.
 pub const VERSION_SIGNED: u8 = 1;
-/// Version byte of a sealed (AES-256-GCM encrypted) cookie value.
+/// Version byte of a cookie value sealed with AES-256-GCM: still opened, never written.
 pub const VERSION_SEALED: u8 = 2;
+/// Version byte of a sealed (AES-256-GCM-SIV encrypted) cookie value.
+pub const VERSION_SEALED_SIV: u8 = 3;
 /// Longest cookie value accepted (RFC 6265bis: name and value ≤ 4096 bytes).
 pub const MAX_COOKIE_BYTES: usize = 4096;
 
@@ -80,7 +97,10 @@ pub enum KeyUsed {
 pub struct Codec {
     name: Vec<u8>,
     signers: Vec<HmacSha256>,
-    ciphers: Vec<Aes256Gcm>,
+    /// Seal (the first) and open (all): format 3.
+    ciphers: Vec<Aes256GcmSiv>,
+    /// Open only: format 2, from before AES-GCM-SIV.
+    legacy: Vec<Aes256Gcm>,
 }
 
 impl std::fmt::Debug for Codec {
@@ -115,15 +135,17 @@ impl Codec {
             .collect();
         let ciphers = encrypt_keys
             .iter()
-            .map(|k| {
-                let key = derive(k, b"vishnu cookie encryption");
-                Aes256Gcm::new(&key.into())
-            })
+            .map(|k| Aes256GcmSiv::new(&derive(k, b"vishnu cookie encryption gcm-siv").into()))
+            .collect();
+        let legacy = encrypt_keys
+            .iter()
+            .map(|k| Aes256Gcm::new(&derive(k, b"vishnu cookie encryption").into()))
             .collect();
         Self {
             name: cookie_name.as_bytes().to_vec(),
             signers,
             ciphers,
+            legacy,
         }
     }
 
@@ -178,7 +200,7 @@ impl Codec {
         if self.is_sealed() {
             let mut nonce = [0u8; NONCE_LEN];
             getrandom::fill(&mut nonce).map_err(|_| CodecError::Random)?;
-            self.seal_with_nonce(payload, nonce)
+            self.seal(payload, nonce)
         } else {
             Ok(self.sign(payload))
         }
@@ -194,26 +216,30 @@ impl Codec {
         URL_SAFE_NO_PAD.encode(raw)
     }
 
-    /// Seals with a given nonce. Public only for known-answer tests: a nonce
-    /// must never repeat under one key, so callers use [`Codec::encode`].
+    /// Seals with a given nonce: deterministic, for the fuzzer's round-trip
+    /// checks only (built with `--cfg fuzzing`), never public API otherwise.
+    #[cfg(fuzzing)]
     #[doc(hidden)]
     pub fn seal_with_nonce(
         &self,
         payload: &[u8],
         nonce: [u8; NONCE_LEN],
     ) -> Result<String, CodecError> {
+        self.seal(payload, nonce)
+    }
+
+    /// Seals `payload` (format 3) with the current keys and `nonce`.
+    fn seal(&self, payload: &[u8], nonce: [u8; NONCE_LEN]) -> Result<String, CodecError> {
         let (Some(signer), Some(cipher)) = (self.signers.first(), self.ciphers.first()) else {
             return Err(CodecError::Version);
         };
         let mut plain = Vec::with_capacity(payload.len() + TAG_LEN);
         plain.extend_from_slice(payload);
-        plain.extend_from_slice(&self.tag(signer, VERSION_SEALED, payload));
-        let mut aad = Vec::with_capacity(1 + self.name.len());
-        aad.push(VERSION_SEALED);
-        aad.extend_from_slice(&self.name);
+        plain.extend_from_slice(&self.tag(signer, VERSION_SEALED_SIV, payload));
+        let aad = self.aad(VERSION_SEALED_SIV);
         let sealed = cipher
             .encrypt(
-                Nonce::from_slice(&nonce),
+                aes_gcm_siv::Nonce::from_slice(&nonce),
                 Payload {
                     msg: &plain,
                     aad: &aad,
@@ -221,10 +247,17 @@ impl Codec {
             )
             .map_err(|_| CodecError::Authentication)?;
         let mut raw = Vec::with_capacity(1 + NONCE_LEN + sealed.len());
-        raw.push(VERSION_SEALED);
+        raw.push(VERSION_SEALED_SIV);
         raw.extend_from_slice(&nonce);
         raw.extend_from_slice(&sealed);
         Ok(URL_SAFE_NO_PAD.encode(raw))
+    }
+
+    fn aad(&self, version: u8) -> Vec<u8> {
+        let mut aad = Vec::with_capacity(1 + self.name.len());
+        aad.push(version);
+        aad.extend_from_slice(&self.name);
+        aad
     }
 
     /// Decodes a cookie value, returning its payload and which key verified it.
@@ -250,46 +283,60 @@ impl Codec {
                     .ok_or(CodecError::Authentication)?;
                 Ok((payload.to_vec(), used))
             }
-            (VERSION_SEALED, true) => {
-                if rest.len() < NONCE_LEN + AEAD_TAG_LEN + TAG_LEN {
-                    return Err(CodecError::Truncated);
-                }
-                let (nonce, sealed) = rest.split_at(NONCE_LEN);
-                let mut aad = Vec::with_capacity(1 + self.name.len());
-                aad.push(VERSION_SEALED);
-                aad.extend_from_slice(&self.name);
-                let (mut plain, cipher_index) = self
-                    .ciphers
-                    .iter()
-                    .enumerate()
-                    .find_map(|(i, c)| {
+            (VERSION_SEALED_SIV, true) => {
+                let aad = self.aad(version);
+                self.open(version, rest, |nonce, msg| {
+                    self.ciphers.iter().enumerate().find_map(|(i, c)| {
                         c.decrypt(
-                            Nonce::from_slice(nonce),
-                            Payload {
-                                msg: sealed,
-                                aad: &aad,
-                            },
+                            aes_gcm_siv::Nonce::from_slice(nonce),
+                            Payload { msg, aad: &aad },
                         )
                         .ok()
                         .map(|p| (p, i))
                     })
-                    .ok_or(CodecError::Authentication)?;
-                if plain.len() < TAG_LEN {
-                    return Err(CodecError::Truncated);
-                }
-                let tag = plain.split_off(plain.len() - TAG_LEN);
-                let used = self
-                    .verify(VERSION_SEALED, &plain, &tag)
-                    .ok_or(CodecError::Authentication)?;
-                let used = if cipher_index == 0 {
-                    used
-                } else {
-                    KeyUsed::Fallback
-                };
-                Ok((plain, used))
+                })
+            }
+            (VERSION_SEALED, true) => {
+                let aad = self.aad(version);
+                // Opened only to be re-issued in format 3.
+                self.open(version, rest, |nonce, msg| {
+                    self.legacy.iter().find_map(|c| {
+                        c.decrypt(Nonce::from_slice(nonce), Payload { msg, aad: &aad })
+                            .ok()
+                            .map(|p| (p, usize::MAX))
+                    })
+                })
             }
             _ => Err(CodecError::Version),
         }
+    }
+
+    /// Opens `nonce || sealed` with `decrypt` (the plaintext and the index of
+    /// the key that opened it), then verifies the inner tag.
+    fn open(
+        &self,
+        version: u8,
+        rest: &[u8],
+        decrypt: impl FnOnce(&[u8], &[u8]) -> Option<(Vec<u8>, usize)>,
+    ) -> Result<(Vec<u8>, KeyUsed), CodecError> {
+        if rest.len() < NONCE_LEN + AEAD_TAG_LEN + TAG_LEN {
+            return Err(CodecError::Truncated);
+        }
+        let (nonce, sealed) = rest.split_at(NONCE_LEN);
+        let (mut plain, key_index) = decrypt(nonce, sealed).ok_or(CodecError::Authentication)?;
+        if plain.len() < TAG_LEN {
+            return Err(CodecError::Truncated);
+        }
+        let tag = plain.split_off(plain.len() - TAG_LEN);
+        let used = self
+            .verify(version, &plain, &tag)
+            .ok_or(CodecError::Authentication)?;
+        let used = if key_index == 0 {
+            used
+        } else {
+            KeyUsed::Fallback
+        };
+        Ok((plain, used))
     }
 }
 
@@ -310,7 +357,7 @@ mod tests {
     }
 
     // Known answers, cross-checked against an independent Python implementation
-    // (hmac, hashlib and cryptography's AESGCM).
+    // (hmac, hashlib and cryptography's AESGCMSIV and AESGCM): scripts/kat_crosscheck.py.
     #[test]
     fn known_answer_signed() {
         assert_eq!(
@@ -322,8 +369,53 @@ mod tests {
     #[test]
     fn known_answer_sealed() {
         assert_eq!(
-            sealed().seal_with_nonce(&ID, [9u8; 12]).expect("seal"),
-            "AgkJCQkJCQkJCQkJCeJd4-A-zQ74WUjY-Ey4HggxhUGQHQs4-ijro7oGM6cUxZLVejXQuXgD5ZUV19h81jkTXKpRhIzkKE3Vw9ZSlEw"
+            sealed().seal(&ID, [9u8; 12]).expect("seal"),
+            "AwkJCQkJCQkJCQkJCWyQNL0FLVWf7GbJwm2Yi7W6w89v83n3eVNiWmyqZ91-T0kevwsnL2trCGxZ8vOGLPhQGhjILxUpeXCtcZEK0Po"
+        );
+    }
+
+    // A cookie sealed with AES-256-GCM before format 3: still opened, and
+    // reported as a fallback so that the engine re-issues it as format 3.
+    #[test]
+    fn known_answer_legacy_sealed_opens_and_asks_for_reissue() {
+        let legacy = "AgkJCQkJCQkJCQkJCeJd4-A-zQ74WUjY-Ey4HggxhUGQHQs4-ijro7oGM6cUxZLVejXQuXgD5ZUV19h81jkTXKpRhIzkKE3Vw9ZSlEw";
+        assert_eq!(
+            sealed().decode(legacy.as_bytes()),
+            Ok((ID.to_vec(), KeyUsed::Fallback))
+        );
+        // Under another key it does not open.
+        let other = Codec::new(
+            "vishnu",
+            &[SECRET],
+            &[b"another encryption key of 32 bytes!!".as_slice()],
+        );
+        assert_eq!(
+            other.decode(legacy.as_bytes()),
+            Err(CodecError::Authentication)
+        );
+        // New values are format 3.
+        let fresh = sealed().encode(&ID).expect("encode");
+        assert_eq!(
+            URL_SAFE_NO_PAD.decode(&fresh).expect("b64")[0],
+            VERSION_SEALED_SIV
+        );
+    }
+
+    // AES-GCM-SIV is deterministic for a key and nonce; a repeated nonce with
+    // another payload still opens each correctly (misuse resistance).
+    #[test]
+    fn a_repeated_nonce_still_seals_each_payload_apart() {
+        let codec = sealed();
+        let a = codec.seal(b"payload one.....", [7u8; 12]).expect("seal");
+        let b = codec.seal(b"payload two.....", [7u8; 12]).expect("seal");
+        assert_ne!(a, b);
+        assert_eq!(
+            codec.decode(a.as_bytes()).expect("a").0,
+            b"payload one....."
+        );
+        assert_eq!(
+            codec.decode(b.as_bytes()).expect("b").0,
+            b"payload two....."
         );
     }
 

@@ -281,7 +281,7 @@ impl ConfigBuilder {
         self.cookie_name = name.into();
         self
     }
-    /// Encrypts cookie values with AES-256-GCM under a key derived from this one (at least 32 bytes).
+    /// Encrypts cookie values with AES-256-GCM-SIV under a key derived from this one (at least 32 bytes).
     pub fn encrypt_key(mut self, key: impl AsRef<[u8]>) -> Self {
         self.encrypt_key = Some(key.as_ref().to_vec());
         self

@@ -1,7 +1,7 @@
 //! # vishnu: web sessions done right
 //!
 //! The browser holds a cookie with a random session id and its authentication
-//! (HMAC-SHA256, optionally sealed with AES-256-GCM); the data lives in a store
+//! (HMAC-SHA256, optionally sealed with AES-256-GCM-SIV); the data lives in a store
 //! on the server. Concurrent requests never lose each other's updates, a
 //! terminated session is never brought back, and reading counts as activity.
 //!

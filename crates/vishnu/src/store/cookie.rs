@@ -8,7 +8,7 @@ use crate::id::StoreKey;
 use crate::record::{Millis, Record};
 use crate::store::{Cleanup, SaveOutcome, SessionStore, StoreError};
 
-/// Keeps the whole session record in the cookie, sealed with AES-256-GCM
+/// Keeps the whole session record in the cookie, sealed with AES-256-GCM-SIV
 /// (under the configured `encrypt_key`, or, without one, a key derived from
 /// the secret with its own HKDF label) and signed. Nothing is stored on the
 /// server, so any number of processes share sessions without a database.
