@@ -68,8 +68,9 @@ fn first_cookie(rt: &tokio::runtime::Runtime, app: &Router) -> HeaderValue {
     })
 }
 
-fn vishnu_app(encrypted: bool) -> Router {
-    use vishnu::{Config, MemoryStore, Session, SessionLayer};
+/// The configuration of every vishnu row: memory store, saved at the end of the request.
+fn vishnu_config(encrypted: bool) -> vishnu::Config {
+    use vishnu::{Config, MemoryStore};
     let mut b = Config::builder()
         .secret("benchmark secret of at least 32 bytes")
         .store(MemoryStore::new())
@@ -78,7 +79,12 @@ fn vishnu_app(encrypted: bool) -> Router {
     if encrypted {
         b = b.encrypt_key("benchmark encryption key, 32 bytes+");
     }
-    let config = b.build().expect("config");
+    b.build().expect("config")
+}
+
+fn vishnu_app(encrypted: bool) -> Router {
+    use vishnu::{Session, SessionLayer};
+    let config = vishnu_config(encrypted);
     Router::new()
         .route("/untouched", get(|| async { "ok" }))
         .route(
@@ -136,7 +142,15 @@ fn tower_sessions_app() -> Router {
         .layer(SessionManagerLayer::new(MemoryStore::default()).with_secure(false))
 }
 
-fn actix(rounds: usize, iters: u64, with_session: bool) -> Vec<(&'static str, f64)> {
+/// The apps of the actix rows: the same routes, under no session library, actix-session, or vishnu.
+#[derive(Clone, Copy)]
+enum ActixApp {
+    Floor,
+    ActixSession,
+    Vishnu,
+}
+
+fn actix(rounds: usize, iters: u64, app: ActixApp) -> Vec<(&'static str, f64)> {
     use actix_session::storage::CookieSessionStore;
     use actix_session::{Session, SessionMiddleware};
     use actix_web::cookie::Key;
@@ -156,8 +170,23 @@ fn actix(rounds: usize, iters: u64, with_session: bool) -> Vec<(&'static str, f6
     async fn plain() -> HttpResponse {
         HttpResponse::Ok().body("0")
     }
+    async fn vishnu_read(s: vishnu::Session) -> HttpResponse {
+        HttpResponse::Ok().body(
+            s.get::<u64>("n")
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(0)
+                .to_string(),
+        )
+    }
+    async fn vishnu_write(s: vishnu::Session) -> HttpResponse {
+        let n = s.get::<u64>("n").await.ok().flatten().unwrap_or(0);
+        let _ = s.set("n", &(n + 1));
+        HttpResponse::Ok().body((n + 1).to_string())
+    }
 
-    // The same timing loop for both apps, whose service types differ.
+    // The same timing loop for every app, whose service types differ.
     macro_rules! time_scenarios {
         ($app:ident, $cookie:ident, $out:ident) => {
             for scenario in SCENARIOS {
@@ -181,43 +210,65 @@ fn actix(rounds: usize, iters: u64, with_session: bool) -> Vec<(&'static str, f6
         };
     }
 
-    actix_web::rt::System::new().block_on(async move {
-        let mut out = Vec::new();
-        if with_session {
-            let app = test::init_service(
-                App::new()
-                    .wrap(
-                        SessionMiddleware::builder(
-                            CookieSessionStore::default(),
-                            Key::from(&[7u8; 64]),
-                        )
-                        .cookie_secure(false)
-                        .build(),
-                    )
-                    .route("/untouched", web::get().to(untouched))
-                    .route("/read", web::get().to(read))
-                    .route("/write", web::get().to(write)),
-            )
-            .await;
+    // The cookie the first answer to /write sets.
+    macro_rules! first_cookie {
+        ($app:ident) => {{
             let res =
-                test::call_service(&app, test::TestRequest::get().uri("/write").to_request()).await;
-            let cookie = res
-                .response()
+                test::call_service(&$app, test::TestRequest::get().uri("/write").to_request())
+                    .await;
+            res.response()
                 .cookies()
                 .next()
                 .expect("session cookie")
-                .into_owned();
-            time_scenarios!(app, cookie, out);
-        } else {
-            let app = test::init_service(
-                App::new()
-                    .route("/untouched", web::get().to(untouched))
-                    .route("/read", web::get().to(plain))
-                    .route("/write", web::get().to(plain)),
-            )
-            .await;
-            let cookie = actix_web::cookie::Cookie::new("id", "x".repeat(120));
-            time_scenarios!(app, cookie, out);
+                .into_owned()
+        }};
+    }
+
+    actix_web::rt::System::new().block_on(async move {
+        let mut out = Vec::new();
+        match app {
+            ActixApp::Floor => {
+                let app = test::init_service(
+                    App::new()
+                        .route("/untouched", web::get().to(untouched))
+                        .route("/read", web::get().to(plain))
+                        .route("/write", web::get().to(plain)),
+                )
+                .await;
+                let cookie = actix_web::cookie::Cookie::new("id", "x".repeat(120));
+                time_scenarios!(app, cookie, out);
+            }
+            ActixApp::ActixSession => {
+                let app = test::init_service(
+                    App::new()
+                        .wrap(
+                            SessionMiddleware::builder(
+                                CookieSessionStore::default(),
+                                Key::from(&[7u8; 64]),
+                            )
+                            .cookie_secure(false)
+                            .build(),
+                        )
+                        .route("/untouched", web::get().to(untouched))
+                        .route("/read", web::get().to(read))
+                        .route("/write", web::get().to(write)),
+                )
+                .await;
+                let cookie = first_cookie!(app);
+                time_scenarios!(app, cookie, out);
+            }
+            ActixApp::Vishnu => {
+                let app = test::init_service(
+                    App::new()
+                        .wrap(vishnu::actix::SessionMiddleware::new(vishnu_config(false)))
+                        .route("/untouched", web::get().to(untouched))
+                        .route("/read", web::get().to(vishnu_read))
+                        .route("/write", web::get().to(vishnu_write)),
+                )
+                .await;
+                let cookie = first_cookie!(app);
+                time_scenarios!(app, cookie, out);
+            }
         }
         out
     })
@@ -330,9 +381,8 @@ pub fn run(quick: bool) -> Vec<Value> {
             ));
         }
     }
-    let actix_floor = actix(rounds, iters / 2, false);
-    let actix_session = actix(rounds, iters / 2, true);
-    for ((scenario, floor), (_, lib)) in actix_floor.iter().zip(&actix_session) {
+    let actix_floor = actix(rounds, iters / 2, ActixApp::Floor);
+    for (scenario, floor) in &actix_floor {
         rows.push(row(
             SUITE,
             scenario,
@@ -341,22 +391,15 @@ pub fn run(quick: bool) -> Vec<Value> {
             *floor,
             "us",
         ));
-        rows.push(row(
-            SUITE,
-            scenario,
-            "actix-session",
-            "us_per_request",
-            *lib,
-            "us",
-        ));
-        rows.push(row(
-            SUITE,
-            scenario,
-            "actix-session",
-            "overhead_us",
-            lib - floor,
-            "us",
-        ));
+    }
+    for (name, app) in [
+        ("actix-session", ActixApp::ActixSession),
+        ("actix-vishnu", ActixApp::Vishnu),
+    ] {
+        for ((scenario, floor), (_, lib)) in actix_floor.iter().zip(actix(rounds, iters / 2, app)) {
+            rows.push(row(SUITE, scenario, name, "us_per_request", lib, "us"));
+            rows.push(row(SUITE, scenario, name, "overhead_us", lib - floor, "us"));
+        }
     }
     codec(&mut rows, rounds, iters);
     let _ = Duration::ZERO;
