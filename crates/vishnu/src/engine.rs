@@ -53,6 +53,30 @@ pub(crate) enum Write {
     Renew,
 }
 
+/// How a front ends a request once [`Engine::finish`] is done: the same for
+/// every front, so that each only translates it into its own response type.
+pub(crate) enum Ending {
+    /// Send the handler's response, with this `Set-Cookie` if any.
+    Send(Option<String>),
+    /// Replace the handler's response with an empty one with this status:
+    /// 409 for a write with a cycled-away id, 500 (logged here, once) for any
+    /// other failure. Neither carries a cookie.
+    Refuse(http::StatusCode),
+}
+
+impl Ending {
+    pub(crate) fn of(finished: Result<Option<String>, SessionError>) -> Self {
+        match finished {
+            Ok(cookie) => Ending::Send(cookie),
+            Err(SessionError::Superseded) => Ending::Refuse(http::StatusCode::CONFLICT),
+            Err(error) => {
+                tracing::error!(%error, "session could not be saved: answering 500");
+                Ending::Refuse(http::StatusCode::INTERNAL_SERVER_ERROR)
+            }
+        }
+    }
+}
+
 /// The framework-free core. Fronts call [`begin`](Engine::begin) when a
 /// request arrives and [`finish`](Engine::finish) when its response is ready.
 #[derive(Clone)]

@@ -23,8 +23,9 @@ use crate::runtime::Runtime;
 
 /// The session of the current request.
 ///
-/// Get it with the axum extractor (`session: vishnu::Session` as a handler
-/// argument) or, in a plain tower service, from the request extensions.
+/// Get it as a handler argument (`session: vishnu::Session`) with axum or
+/// actix-web (feature `actix`), or, in a plain tower service, from the
+/// request extensions.
 /// Reads load the stored session lazily on first use; `set`, `remove` and
 /// `clear` are recorded and written by [`save`](Session::save) (or at the end
 /// of the request with `auto_save`).

@@ -10,7 +10,7 @@ use actix_web::http::StatusCode;
 use actix_web::{Error, HttpResponse};
 use pin_project_lite::pin_project;
 
-use crate::engine::Engine;
+use crate::engine::{Ending, Engine};
 use crate::error::SessionError;
 use crate::Session;
 
@@ -75,8 +75,8 @@ fn answer<B>(
     mut response: ServiceResponse<B>,
     outcome: Result<Option<String>, SessionError>,
 ) -> ServiceResponse<EitherBody<B>> {
-    match outcome {
-        Ok(cookie) => {
+    match Ending::of(outcome) {
+        Ending::Send(cookie) => {
             if let Some(cookie) = cookie {
                 match HeaderValue::try_from(cookie) {
                     Ok(value) => response.headers_mut().append(SET_COOKIE, value),
@@ -85,14 +85,11 @@ fn answer<B>(
             }
             response.map_into_left_body()
         }
-        Err(SessionError::Superseded) => {
-            // A write with an id that a login cycled away: 409, no cookie.
-            refuse(response, StatusCode::CONFLICT)
-        }
-        Err(error) => {
-            tracing::error!(%error, "session could not be saved: answering 500");
-            refuse(response, StatusCode::INTERNAL_SERVER_ERROR)
-        }
+        // actix-web 4 has http 0.2's StatusCode: the same numbers.
+        Ending::Refuse(status) => refuse(
+            response,
+            StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        ),
     }
 }
 

@@ -4,10 +4,10 @@ use std::sync::atomic::Ordering;
 use std::task::{ready, Context, Poll};
 
 use http::header::SET_COOKIE;
-use http::{HeaderValue, Response, StatusCode};
+use http::{HeaderValue, Response};
 use pin_project_lite::pin_project;
 
-use crate::engine::Engine;
+use crate::engine::{Ending, Engine};
 use crate::error::SessionError;
 use crate::Session;
 
@@ -53,25 +53,18 @@ where
                 let Some((_, mut response)) = this.finishing.take() else {
                     unreachable!("checked above")
                 };
-                match outcome {
-                    Ok(Some(cookie)) => match HeaderValue::try_from(cookie) {
+                match Ending::of(outcome) {
+                    Ending::Send(Some(cookie)) => match HeaderValue::try_from(cookie) {
                         Ok(value) => {
                             response.headers_mut().append(SET_COOKIE, value);
                         }
                         Err(_) => tracing::error!("session cookie is not a valid header value"),
                     },
-                    Ok(None) => {}
-                    Err(SessionError::Superseded) => {
-                        // A write with an id that a login cycled away: 409, no cookie.
+                    Ending::Send(None) => {}
+                    Ending::Refuse(status) => {
                         let mut refused = Response::new(B::default());
-                        *refused.status_mut() = StatusCode::CONFLICT;
+                        *refused.status_mut() = status;
                         return Poll::Ready(Ok(refused));
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, "session could not be saved: answering 500");
-                        let mut failed = Response::new(B::default());
-                        *failed.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                        return Poll::Ready(Ok(failed));
                     }
                 }
                 return Poll::Ready(Ok(response));
