@@ -233,3 +233,12 @@ def test_update_errors_propagate_and_save_nothing(caller):
     with pytest.raises(ValueError, match="no"):
         s.update("n", boom)
     assert caller("/get/n")[1] == "1"
+
+
+def test_two_cookie_headers_joined_with_a_comma_keep_the_session():
+    """wsgiref and gunicorn join repeated Cookie headers with ", "."""
+    caller = Caller(SessionMiddleware(routes, config(auto_save=True)))
+    caller("/set/user/ada")
+    joined = "theme=dark, vishnu=%s" % caller.cookie
+    assert caller("/get/user", cookie=joined)[1] == '"ada"'
+    assert caller("/get/user", cookie="vishnu=%s, theme=dark" % caller.cookie)[1] == '"ada"'

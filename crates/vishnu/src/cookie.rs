@@ -12,24 +12,32 @@ use std::time::{Duration, UNIX_EPOCH};
 use crate::record::Millis;
 
 /// Every value of the cookie called `name` across the given `Cookie` header values, in order.
+///
+/// Pairs are separated by `;`, and by `,` too: WSGI servers (wsgiref,
+/// gunicorn) join repeated `Cookie` headers with `, `, and our cookie values
+/// (base64url) never contain a comma. A comma inside another cookie's value
+/// at worst yields a pair that is not ours, or one of ours that fails
+/// authentication.
 pub fn cookie_values<'a, I>(headers: I, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a
 where
     I: IntoIterator<Item = &'a [u8]>,
     I::IntoIter: 'a,
 {
     headers.into_iter().flat_map(move |header| {
-        header.split(|&b| b == b';').filter_map(move |pair| {
-            let eq = pair.iter().position(|&b| b == b'=')?;
-            let (k, v) = (trim(&pair[..eq]), trim(&pair[eq + 1..]));
-            if k != name.as_bytes() {
-                return None;
-            }
-            // A DQUOTE-wrapped value (RFC 6265 cookie-value) is unwrapped.
-            Some(match v {
-                [b'"', inner @ .., b'"'] => inner,
-                _ => v,
+        header
+            .split(|&b| b == b';' || b == b',')
+            .filter_map(move |pair| {
+                let eq = pair.iter().position(|&b| b == b'=')?;
+                let (k, v) = (trim(&pair[..eq]), trim(&pair[eq + 1..]));
+                if k != name.as_bytes() {
+                    return None;
+                }
+                // A DQUOTE-wrapped value (RFC 6265 cookie-value) is unwrapped.
+                Some(match v {
+                    [b'"', inner @ .., b'"'] => inner,
+                    _ => v,
+                })
             })
-        })
     })
 }
 
@@ -161,6 +169,16 @@ mod tests {
         assert_eq!(values(&["novalue; vishnu=xyz;"], "vishnu"), ["xyz"]);
         assert_eq!(values(&["vishnu=\"xyz\""], "vishnu"), ["xyz"]);
         assert_eq!(values(&["\tvishnu = xyz \t"], "vishnu"), ["xyz"]);
+    }
+
+    #[test]
+    fn headers_joined_with_commas_are_split_too() {
+        // How wsgiref and gunicorn pass two Cookie headers.
+        assert_eq!(values(&["a=1, vishnu=xyz"], "vishnu"), ["xyz"]);
+        assert_eq!(
+            values(&["vishnu=first, a=1; vishnu=second"], "vishnu"),
+            ["first", "second"]
+        );
     }
 
     #[test]
