@@ -23,102 +23,17 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
 use actix_web::http::header::{LOCATION, USER_AGENT};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpResponseBuilder, HttpServer};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use vishnu::actix::SessionMiddleware;
-use vishnu::{Config, SameSite, Session, SessionError};
+use vishnu::{Session, SessionError};
 
-const USAGE: &str = "usage: demo_actix [--port N] [--store URL] [--timeout SECONDS] \
-[--tls-cert FILE --tls-key FILE] [--cookie-name NAME] [--same-site strict|lax|none] \
-[--renew-every SECONDS] [--grace SECONDS] [--partitioned]";
-
-struct Args {
-    port: u16,
-    store: String,
-    timeout: Option<u64>,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    cookie_name: Option<String>,
-    same_site: Option<SameSite>,
-    renew_every: Option<u64>,
-    grace: Option<u64>,
-    partitioned: bool,
-}
-
-fn seconds(flag: &str, v: &str) -> Result<u64, String> {
-    v.parse()
-        .map_err(|_| format!("{flag}: {v:?} is not a number of seconds"))
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        port: 3000,
-        store: "memory".into(),
-        timeout: None,
-        tls_cert: None,
-        tls_key: None,
-        cookie_name: None,
-        same_site: None,
-        renew_every: None,
-        grace: None,
-        partitioned: false,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
-        match flag.as_str() {
-            "--port" => {
-                let v = value("--port")?;
-                args.port = v
-                    .parse()
-                    .map_err(|_| format!("--port: {v:?} is not a port number"))?;
-            }
-            "--store" => args.store = value("--store")?,
-            "--timeout" => args.timeout = Some(seconds("--timeout", &value("--timeout")?)?),
-            "--renew-every" => {
-                args.renew_every = Some(seconds("--renew-every", &value("--renew-every")?)?)
-            }
-            "--grace" => args.grace = Some(seconds("--grace", &value("--grace")?)?),
-            "--partitioned" => args.partitioned = true,
-            "--tls-cert" => args.tls_cert = Some(value("--tls-cert")?.into()),
-            "--tls-key" => args.tls_key = Some(value("--tls-key")?.into()),
-            "--cookie-name" => args.cookie_name = Some(value("--cookie-name")?),
-            "--same-site" => {
-                let v = value("--same-site")?;
-                args.same_site = Some(match v.to_ascii_lowercase().as_str() {
-                    "strict" => SameSite::Strict,
-                    "lax" => SameSite::Lax,
-                    "none" => SameSite::None,
-                    _ => return Err(format!("--same-site: {v:?} is not strict, lax or none")),
-                });
-            }
-            "-h" | "--help" => {
-                println!(
-                    "{USAGE}\n  --store: {} (default memory)\n  \
-                     --tls-cert, --tls-key: PEM certificate chain and private key; serve HTTPS \
-                     with a Secure cookie (default: plain HTTP, cookie not Secure)\n  \
-                     --cookie-name: default {}\n  --same-site: default lax\n  \
-                     --renew-every: give a used session a new id at most this often (default off)\n  \
-                     --grace: the cycle and renewal grace windows (default 10)\n  \
-                     --partitioned: a Partitioned (CHIPS) cookie; needs HTTPS",
-                    vishnu::store::supported().join(", "),
-                    vishnu::DEFAULT_COOKIE_NAME,
-                );
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument {other:?} (try --help)")),
-        }
-    }
-    if args.tls_cert.is_some() != args.tls_key.is_some() {
-        return Err("--tls-cert and --tls-key go together".into());
-    }
-    Ok(args)
-}
+#[path = "shared/demo_setup.rs"]
+mod setup;
 
 /// Prints `demo_actix: {message}` and exits with `code`.
 fn fail(code: i32, message: impl std::fmt::Display) -> ! {
@@ -135,48 +50,10 @@ async fn main() {
                 .unwrap_or_else(|_| "info,vishnu=info".into()),
         )
         .init();
-    let args = parse_args().unwrap_or_else(|e| fail(2, e));
-    let store = vishnu::store::open(&args.store)
-        .await
-        .unwrap_or_else(|e| fail(2, e));
-    let secret = std::env::var("VISHNU_SECRET")
-        .unwrap_or_else(|_| "demo secret: change me, at least 32 bytes long".into());
-    let tls = args.tls_cert.is_some();
-    let mut builder = Config::builder()
-        .secret(secret)
-        .shared_store(store)
-        .auto_save(true)
-        // Without TLS the demo serves plain http on localhost, where browsers
-        // drop Secure cookies; the library default (secure = true) stays on for
-        // real apps, and here whenever the demo serves HTTPS.
-        .secure(tls);
-    if let Some(t) = args.timeout {
-        builder = builder.timeout(Duration::from_secs(t));
-    }
-    if let Some(name) = &args.cookie_name {
-        builder = builder.cookie_name(name.clone());
-    }
-    if let Some(same_site) = args.same_site {
-        builder = builder.same_site(same_site);
-    }
-    if let Some(every) = args.renew_every {
-        builder = builder.renew_every(Duration::from_secs(every));
-    }
-    if args.partitioned {
-        builder = builder.partitioned(true);
-    }
-    if let Some(grace) = args.grace {
-        builder = builder
-            .cycle_grace(Duration::from_secs(grace))
-            .renew_grace(Duration::from_secs(grace));
-    }
+    let args = setup::parse_args("demo_actix").unwrap_or_else(|e| fail(2, e));
+    let config = setup::config(&args).await.unwrap_or_else(|e| fail(2, e));
     // The metrics of every session (see vishnu's `metrics` feature), for GET /metrics.
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .unwrap_or_else(|e| fail(1, format!("cannot install the metrics recorder: {e}")));
-    let config = builder
-        .build()
-        .unwrap_or_else(|e| fail(2, format!("configuration: {e}")));
+    let metrics = setup::metrics().unwrap_or_else(|e| fail(1, e));
     // One middleware, cloned into every worker: the workers share one engine.
     let sessions = SessionMiddleware::new(config);
     let server = HttpServer::new(move || {
@@ -246,13 +123,6 @@ async fn render_metrics(metrics: web::Data<PrometheusHandle>) -> String {
     metrics.render()
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 fn see_other() -> HttpResponse {
     HttpResponse::SeeOther()
         .insert_header((LOCATION, "/"))
@@ -268,21 +138,9 @@ fn text(mut response: HttpResponseBuilder, body: &'static str) -> HttpResponse {
 async fn index(session: Session) -> Result<HttpResponse, SessionError> {
     let visits: u64 = session.get("counter").await?.unwrap_or(0);
     let user: Option<String> = session.get("user").await?;
-    let who = match &user {
-        Some(u) => format!("<p>Logged in as <b id=\"user\">{}</b></p>", escape(u)),
-        None => "<p id=\"user\">Not logged in</p>".to_owned(),
-    };
     Ok(HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
-        .body(format!(
-            "<!doctype html><html><head><title>vishnu demo</title></head><body>\
-             <h1>vishnu demo</h1><p>Visits: <span id=\"counter\">{visits}</span> \
-             (<a href=\"/counter\">count one more</a>)</p>{who}\
-             <form method=\"post\" action=\"/login\"><input name=\"user\" placeholder=\"user name\">\
-             <button type=\"submit\">Log in</button></form>\
-             <form method=\"post\" action=\"/logout\"><button id=\"logout\" type=\"submit\">Log out</button></form>\
-             </body></html>"
-        )))
+        .body(setup::page(visits, user.as_deref())))
 }
 
 async fn counter(session: Session) -> Result<String, SessionError> {
@@ -302,17 +160,12 @@ async fn login(
     req: HttpRequest,
     form: web::Form<LoginForm>,
 ) -> Result<HttpResponse, SessionError> {
-    let user = form.user.trim();
-    if user.is_empty() || user.chars().count() > 64 {
+    let Some(user) = setup::user_name(&form.user) else {
         return Ok(text(HttpResponse::BadRequest(), "user: 1 to 64 characters"));
-    }
+    };
     session.set("user", user)?;
-    let agent = req
-        .headers()
-        .get(USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    session.set_label(&agent.chars().take(200).collect::<String>());
+    let agent = req.headers().get(USER_AGENT).and_then(|v| v.to_str().ok());
+    session.set_label(&setup::label(agent));
     // Bind to the user and take a new id: an id known before (fixation) is worthless after.
     session.login(user).await?;
     Ok(see_other())
@@ -339,21 +192,7 @@ async fn sessions_list(session: Session) -> Result<HttpResponse, SessionError> {
         return Ok(refused);
     }
     match session.sessions().await {
-        Ok(list) => {
-            let list: Vec<serde_json::Value> = list
-                .into_iter()
-                .map(|s| {
-                    serde_json::json!({
-                        "handle": s.handle,
-                        "current": s.current,
-                        "created_at": s.created_at,
-                        "last_access": s.last_access,
-                        "label": s.label,
-                    })
-                })
-                .collect();
-            Ok(HttpResponse::Ok().json(list))
-        }
+        Ok(list) => Ok(HttpResponse::Ok().json(setup::sessions_json(list))),
         Err(e) => user_error(e),
     }
 }
