@@ -3,9 +3,9 @@
 //! Input: one or more `Cookie` header values separated by `\n`. For each of a
 //! few cookie names the parser must
 //! - agree exactly with a straightforward model of the documented rules (pairs
-//!   split on `;`, the first `=` splits name from value, ASCII whitespace
+//!   split on `;` and `,`, the first `=` splits name from value, ASCII whitespace
 //!   trimmed, pairs without `=` skipped, a DQUOTE-wrapped value unwrapped);
-//! - return slices of the headers it was given, in order, none holding a `;`;
+//! - return slices of the headers it was given, in order, none holding a `;` or `,`;
 //! - never let a neighbour hide our cookie: whatever precedes or follows
 //!   `; NAME=MARK` in a header, or whatever other header comes first, MARK is found;
 //! - give back a plain value unchanged when it is re-sent, bare or quoted.
@@ -42,7 +42,7 @@ fn model<'a>(headers: &[&'a [u8]], name: &[u8]) -> Vec<&'a [u8]> {
     for header in headers {
         let mut start = 0;
         for end in 0..=header.len() {
-            if end < header.len() && header[end] != b';' {
+            if end < header.len() && header[end] != b';' && header[end] != b',' {
                 continue;
             }
             let pair = &header[start..end];
@@ -90,10 +90,11 @@ fn check(headers: &[&[u8]], name: &str) {
     let got = values(headers, name);
     assert_eq!(got, model(headers, name.as_bytes()), "name {name:?}");
 
-    // Sub-slices, in order, without `;`.
+    // Sub-slices, in order, without `;` or `,`.
     let mut last = None;
     for v in &got {
         assert!(!v.contains(&b';'), "value {v:?} holds a ';'");
+        assert!(!v.contains(&b','), "value {v:?} holds a ','");
         let at = locate(headers, v);
         if let Some(prev) = last {
             assert!(at > prev, "values out of order");
@@ -122,7 +123,7 @@ fn check(headers: &[&[u8]], name: &str) {
         }
     }
 
-    // A value without `;`, `"` or edge whitespace comes back unchanged, bare or quoted.
+    // A value without `;`, `,`, `"` or edge whitespace comes back unchanged, bare or quoted.
     for v in &got {
         let plain = !v.is_empty()
             && !v.contains(&b'"')
