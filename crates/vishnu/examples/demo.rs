@@ -36,25 +36,13 @@ use vishnu::{Session, SessionError, SessionLayer};
 #[path = "shared/demo_setup.rs"]
 mod setup;
 
-/// Prints `demo: {message}` and exits with `code`.
-fn fail(code: i32, message: impl std::fmt::Display) -> ! {
-    eprintln!("demo: {message}");
-    std::process::exit(code)
-}
-
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,vishnu=info".into()),
-        )
-        .init();
-    let args = setup::parse_args("demo").unwrap_or_else(|e| fail(2, e));
-    let config = setup::config(&args).await.unwrap_or_else(|e| fail(2, e));
-    // The metrics of every session (see vishnu's `metrics` feature), for GET /metrics.
-    let metrics = setup::metrics().unwrap_or_else(|e| fail(1, e));
+    let setup::Started {
+        args,
+        config,
+        metrics,
+    } = setup::start("demo").await;
     let app = Router::new()
         .route("/", get(index))
         .route("/public", get(|| async { "public" }))

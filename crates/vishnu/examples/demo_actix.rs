@@ -43,17 +43,11 @@ fn fail(code: i32, message: impl std::fmt::Display) -> ! {
 
 #[actix_web::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,vishnu=info".into()),
-        )
-        .init();
-    let args = setup::parse_args("demo_actix").unwrap_or_else(|e| fail(2, e));
-    let config = setup::config(&args).await.unwrap_or_else(|e| fail(2, e));
-    // The metrics of every session (see vishnu's `metrics` feature), for GET /metrics.
-    let metrics = setup::metrics().unwrap_or_else(|e| fail(1, e));
+    let setup::Started {
+        args,
+        config,
+        metrics,
+    } = setup::start("demo_actix").await;
     // One middleware, cloned into every worker: the workers share one engine.
     let sessions = SessionMiddleware::new(config);
     let server = HttpServer::new(move || {

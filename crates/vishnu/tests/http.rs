@@ -518,14 +518,8 @@ async fn terminate_without_a_prior_read_deletes_the_record() {
     assert_eq!(send(&app, "/get/user", &[&old]).await.body, "none");
 }
 
-#[tokio::test]
-async fn the_removal_cookie_carries_the_issued_attributes() {
-    let config = builder()
-        .domain("example.com")
-        .path("/app")
-        .same_site(SameSite::Strict)
-        .build()
-        .expect("config");
+/// The Set-Cookie of a new session, then that of its removal.
+async fn issued_then_removed(config: Config) -> (String, String) {
     let mut client = Client::new(app(config));
     let issued = client
         .get("/set/user/ada")
@@ -539,6 +533,18 @@ async fn the_removal_cookie_carries_the_issued_attributes() {
         .set_cookie()
         .expect("removal")
         .to_owned();
+    (issued, removal)
+}
+
+#[tokio::test]
+async fn the_removal_cookie_carries_the_issued_attributes() {
+    let config = builder()
+        .domain("example.com")
+        .path("/app")
+        .same_site(SameSite::Strict)
+        .build()
+        .expect("config");
+    let (issued, removal) = issued_then_removed(config).await;
     for a in ["Domain", "Path", "Secure", "HttpOnly", "SameSite"] {
         assert_eq!(attr(&removal, a), attr(&issued, a), "{a}");
     }
@@ -550,19 +556,7 @@ async fn the_removal_cookie_carries_the_issued_attributes() {
 async fn a_partitioned_cookie_and_its_removal_say_partitioned() {
     let config = builder().partitioned(true).build().expect("config");
     assert!(config.partitioned());
-    let mut client = Client::new(app(config));
-    let issued = client
-        .get("/set/user/ada")
-        .await
-        .set_cookie()
-        .expect("cookie")
-        .to_owned();
-    let removal = client
-        .get("/terminate")
-        .await
-        .set_cookie()
-        .expect("removal")
-        .to_owned();
+    let (issued, removal) = issued_then_removed(config).await;
     assert!(
         issued.ends_with("; Secure; HttpOnly; SameSite=Lax; Partitioned"),
         "{issued}"

@@ -33,7 +33,7 @@ fn seconds(flag: &str, v: &str) -> Result<u64, String> {
 }
 
 /// The demos' command line; `program` names the demo in `--help`.
-pub fn parse_args(program: &str) -> Result<Args, String> {
+fn parse_args(program: &str) -> Result<Args, String> {
     let mut args = Args {
         port: 3000,
         store: "memory".into(),
@@ -98,9 +98,42 @@ pub fn parse_args(program: &str) -> Result<Args, String> {
     Ok(args)
 }
 
+/// What a demo starts with: its flags, its configuration, and the metrics handle.
+pub struct Started {
+    pub args: Args,
+    pub config: Config,
+    pub metrics: PrometheusHandle,
+}
+
+/// Everything before the routes: logging to stderr, the flags, the store and
+/// configuration, the metrics recorder. Prints `{program}: {error}` and exits
+/// (2 for bad flags or configuration, 1 otherwise) when one fails.
+pub async fn start(program: &str) -> Started {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,vishnu=info".into()),
+        )
+        .init();
+    fn fail(program: &str, code: i32, message: String) -> ! {
+        eprintln!("{program}: {message}");
+        std::process::exit(code)
+    }
+    let args = parse_args(program).unwrap_or_else(|e| fail(program, 2, e));
+    let config = config(&args).await.unwrap_or_else(|e| fail(program, 2, e));
+    // The metrics of every session (see vishnu's `metrics` feature), for GET /metrics.
+    let metrics = metrics().unwrap_or_else(|e| fail(program, 1, e));
+    Started {
+        args,
+        config,
+        metrics,
+    }
+}
+
 /// Opens the store and builds the configuration the flags ask for. The
 /// error is the message to print (exit code 2).
-pub async fn config(args: &Args) -> Result<Config, String> {
+async fn config(args: &Args) -> Result<Config, String> {
     let store = vishnu::store::open(&args.store)
         .await
         .map_err(|e| e.to_string())?;
@@ -139,7 +172,7 @@ pub async fn config(args: &Args) -> Result<Config, String> {
 
 /// Installs the Prometheus recorder for every session metric (vishnu's
 /// `metrics` feature); its handle renders `GET /metrics`.
-pub fn metrics() -> Result<PrometheusHandle, String> {
+fn metrics() -> Result<PrometheusHandle, String> {
     metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| format!("cannot install the metrics recorder: {e}"))
