@@ -69,6 +69,75 @@ fn runtime() -> PyResult<&'static Runtime> {
         .map_err(|e| PyRuntimeError::new_err(format!("vishnu: cannot start its runtime: {e}")))
 }
 
+/// A Python awaitable for a future run on the engine's runtime: the event
+/// loop's thread is never blocked (the asyncio fronts use these).
+fn awaitable<'py, F, T>(py: Python<'py>, future: F) -> PyResult<Bound<'py, PyAny>>
+where
+    F: Future<Output = PyResult<T>> + Send + 'static,
+    T: for<'a> IntoPyObject<'a> + Send + 'static,
+{
+    static BRIDGED: OnceLock<()> = OnceLock::new();
+    let rt = runtime()?;
+    BRIDGED.get_or_init(|| {
+        // Fails only when already bridged, which is the state wanted.
+        let _ = pyo3_async_runtimes::tokio::init_with_runtime(rt);
+    });
+    pyo3_async_runtimes::tokio::future_into_py(py, future)
+}
+
+/// A framework's secret (any length) turned into a 32-byte vishnu secret
+/// with HKDF-SHA256; `purpose` separates the keys of different uses.
+#[pyfunction]
+fn derive_secret<'py>(
+    py: Python<'py>,
+    material: &[u8],
+    purpose: &str,
+) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
+    if material.is_empty() {
+        return Err(PyValueError::new_err("the secret key must not be empty"));
+    }
+    let mut out = [0u8; 32];
+    hkdf::Hkdf::<sha2::Sha256>::new(Some(b"vishnu framework secret v1"), material)
+        .expand(purpose.as_bytes(), &mut out)
+        .map_err(|_| PyValueError::new_err("derive_secret: cannot derive 32 bytes"))?;
+    Ok(pyo3::types::PyBytes::new(py, &out))
+}
+
+/// The session's values as a dict of JSON texts.
+fn entries_dict(py: Python<'_>, data: serde_json::Map<String, Value>) -> PyResult<Py<PyDict>> {
+    let d = PyDict::new(py);
+    for (k, v) in data {
+        d.set_item(k, v.to_string())?;
+    }
+    Ok(d.unbind())
+}
+
+/// The parts of a cookie update: None, `("remove", None, None)` or
+/// `("issue", value, expires_at_unix_seconds_or_None)`.
+type CookieParts = Option<(&'static str, Option<String>, Option<u64>)>;
+
+fn cookie_parts(update: vishnu::CookieUpdate) -> CookieParts {
+    match update {
+        vishnu::CookieUpdate::Issue { value, expires_at } => {
+            Some(("issue", Some(value), expires_at.map(|ms| ms / 1000)))
+        }
+        vishnu::CookieUpdate::Remove => Some(("remove", None, None)),
+        vishnu::CookieUpdate::Keep => None,
+    }
+}
+
+async fn finish_parts(
+    engine: vishnu::Engine,
+    session: vishnu::Session,
+    status: u16,
+) -> PyResult<CookieParts> {
+    engine
+        .finish_update(&session, status)
+        .await
+        .map(cookie_parts)
+        .map_err(to_py)
+}
+
 /// Runs a future on the engine's runtime with the GIL released.
 fn block_on<F>(py: Python<'_>, future: F) -> PyResult<F::Output>
 where
@@ -284,6 +353,18 @@ impl Engine {
     #[pyo3(signature = (cookie_header=None))]
     fn begin(&self, cookie_header: Option<&str>) -> Session {
         let cookies = cookie_header.and_then(|c| HeaderValue::from_bytes(c.as_bytes()).ok());
+        Session {
+            inner: self.inner.begin(cookies),
+            engine: self.inner.clone(),
+            finished: Mutex::new(false),
+        }
+    }
+
+    /// Starts a request from a bare cookie value (a framework's session key), if any.
+    #[pyo3(signature = (value=None))]
+    fn begin_value(&self, value: Option<&str>) -> Session {
+        let name = &self.inner.config().cookie_name();
+        let cookies = value.and_then(|v| HeaderValue::from_str(&format!("{name}={v}")).ok());
         Session {
             inner: self.inner.begin(cookies),
             engine: self.inner.clone(),
@@ -528,6 +609,72 @@ impl Session {
         let engine = self.engine.clone();
         block_on(py, async move { engine.finish(&s, status).await })?.map_err(to_py)
     }
+
+    // The framework fronts' calls: the whole session at once, cookies as
+    // parts, and awaitables for asyncio.
+
+    /// Every value as JSON text, in a dict (one store load).
+    fn entries(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
+        let s = self.inner.clone();
+        let data = block_on(py, async move { s.entries().await })?.map_err(to_py)?;
+        entries_dict(py, data)
+    }
+
+    /// `entries()` as an awaitable.
+    fn aentries<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let s = self.inner.clone();
+        awaitable(py, async move {
+            let data = s.entries().await.map_err(to_py)?;
+            Python::attach(|py| entries_dict(py, data))
+        })
+    }
+
+    /// Records the removal of `key` without loading the session.
+    fn delete(&self, key: &str) {
+        self.inner.delete(key);
+    }
+
+    /// The cookie value naming the session as it stands (no I/O), or None.
+    fn cookie_value(&self) -> PyResult<Option<String>> {
+        self.engine.cookie_value(&self.inner).map_err(to_py)
+    }
+
+    /// Like `finish`, but returns the cookie as parts: None,
+    /// `("remove", None, None)` or `("issue", value, expires_unix_seconds_or_None)`.
+    fn finish_cookie(&self, py: Python<'_>, status: u16) -> PyResult<CookieParts> {
+        if let Ok(mut f) = self.finished.lock() {
+            *f = true;
+        }
+        let (engine, s) = (self.engine.clone(), self.inner.clone());
+        block_on(py, finish_parts(engine, s, status))?
+    }
+
+    /// `finish_cookie(status)` as an awaitable.
+    fn afinish_cookie<'py>(&self, py: Python<'py>, status: u16) -> PyResult<Bound<'py, PyAny>> {
+        if let Ok(mut f) = self.finished.lock() {
+            *f = true;
+        }
+        let (engine, s) = (self.engine.clone(), self.inner.clone());
+        awaitable(py, finish_parts(engine, s, status))
+    }
+
+    /// `save()` as an awaitable.
+    fn asave<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let s = self.inner.clone();
+        awaitable(py, async move { s.save().await.map_err(to_py) })
+    }
+
+    /// `cycle_id()` as an awaitable.
+    fn acycle_id<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let s = self.inner.clone();
+        awaitable(py, async move { s.cycle_id().await.map_err(to_py) })
+    }
+
+    /// `terminate()` as an awaitable.
+    fn aterminate<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let s = self.inner.clone();
+        awaitable(py, async move { s.terminate().await.map_err(to_py) })
+    }
 }
 
 #[pymodule]
@@ -536,6 +683,7 @@ fn _vishnu(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Session>()?;
     m.add_class::<Store>()?;
     m.add_class::<ManualClock>()?;
+    m.add_function(wrap_pyfunction!(derive_secret, m)?)?;
     m.add("SessionError", m.py().get_type::<SessionError>())?;
     m.add("StoreError", m.py().get_type::<StoreError>())?;
     m.add("SessionTerminated", m.py().get_type::<SessionTerminated>())?;

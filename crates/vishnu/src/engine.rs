@@ -98,6 +98,23 @@ pub(crate) type UpdateFn<'a> = (
     &'a mut (dyn FnMut(Option<Value>) -> Result<Value, SessionError> + Send),
 );
 
+/// The cookie a response needs, as parts (see [`Engine::cookie_update`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CookieUpdate {
+    /// Send this cookie value; `expires_at` (milliseconds since the epoch)
+    /// is `None` for a browser-session cookie.
+    Issue {
+        /// The cookie's value.
+        value: String,
+        /// When the cookie expires, or `None` for a browser-session cookie.
+        expires_at: Option<u64>,
+    },
+    /// Remove the cookie: the session ended or the browser's cookie was invalid.
+    Remove,
+    /// Send nothing.
+    Keep,
+}
+
 impl Engine {
     /// An engine for this configuration.
     pub fn new(config: Config) -> Self {
@@ -129,8 +146,23 @@ impl Engine {
         session: &Session,
         status: u16,
     ) -> Result<Option<String>, SessionError> {
+        let update = self.finish_update(session, status).await?;
+        Ok(self.format_cookie(update))
+    }
+
+    /// [`finish`](Engine::finish), returning the cookie as parts (see
+    /// [`cookie_update`](Engine::cookie_update)) for a front that writes
+    /// cookies with its framework's own response API.
+    ///
+    /// # Errors
+    /// As for [`finish`](Engine::finish).
+    pub async fn finish_update(
+        &self,
+        session: &Session,
+        status: u16,
+    ) -> Result<CookieUpdate, SessionError> {
         if !session.inner.used.load(Ordering::Relaxed) {
-            return Ok(None);
+            return Ok(CookieUpdate::Keep);
         }
         let config = &*self.rt;
         let server_error = status >= 500;
@@ -163,7 +195,7 @@ impl Engine {
         } else if !server_error {
             refresh(session).await;
         }
-        self.set_cookie(session)
+        self.cookie_update(session)
     }
 
     /// The `Set-Cookie` value the session needs right now, if any, without any
@@ -174,22 +206,60 @@ impl Engine {
     /// # Errors
     /// [`SessionError::Random`] if no nonce could be drawn for a sealed cookie.
     pub fn set_cookie(&self, session: &Session) -> Result<Option<String>, SessionError> {
+        Ok(self.format_cookie(self.cookie_update(session)?))
+    }
+
+    fn format_cookie(&self, update: CookieUpdate) -> Option<String> {
+        let config = &*self.rt;
+        match update {
+            CookieUpdate::Issue { value, expires_at } => Some(cookie::issue(
+                &config.cookie,
+                &value,
+                expires_at,
+                config.clock.now_millis(),
+            )),
+            CookieUpdate::Remove => Some(cookie::removal(&config.cookie)),
+            CookieUpdate::Keep => None,
+        }
+    }
+
+    /// What [`set_cookie`](Engine::set_cookie) would send, as parts, for a
+    /// front that writes cookies with its framework's own response API
+    /// (Flask, Starlette): no store I/O.
+    ///
+    /// # Errors
+    /// As for [`set_cookie`](Engine::set_cookie).
+    pub fn cookie_update(&self, session: &Session) -> Result<CookieUpdate, SessionError> {
         if !session.inner.used.load(Ordering::Relaxed) {
-            return Ok(None);
+            return Ok(CookieUpdate::Keep);
         }
         let config = &*self.rt;
-        let now = config.clock.now_millis();
         let state = session.state();
         match (state.cookie_action(), &state.live) {
             (CookieAction::Issue, Some(live)) => {
                 let value = encode_cookie(config, live)?;
-                let expires = match state.timeout(config.timeout) {
+                let expires_at = match state.timeout(config.timeout) {
                     Timeout::Seconds(_) => Some(live.record.expires_at),
                     Timeout::BrowserSession => None,
                 };
-                Ok(Some(cookie::issue(&config.cookie, &value, expires, now)))
+                Ok(CookieUpdate::Issue { value, expires_at })
             }
-            (CookieAction::Remove, _) => Ok(Some(cookie::removal(&config.cookie))),
+            (CookieAction::Remove, _) => Ok(CookieUpdate::Remove),
+            _ => Ok(CookieUpdate::Keep),
+        }
+    }
+
+    /// The cookie value that names the session as it stands (the signed id,
+    /// or with the cookie store the sealed session), whether or not it needs
+    /// sending; `None` while there is no live session (not loaded, never
+    /// saved, or ended). No store I/O. Django's session key is this value.
+    ///
+    /// # Errors
+    /// As for [`set_cookie`](Engine::set_cookie).
+    pub fn cookie_value(&self, session: &Session) -> Result<Option<String>, SessionError> {
+        let state = session.state();
+        match (&state.live, state.superseded) {
+            (Some(live), false) => encode_cookie(&self.rt, live).map(Some),
             _ => Ok(None),
         }
     }

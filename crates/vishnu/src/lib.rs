@@ -77,7 +77,7 @@ pub use crate::config::{
     Clock, Config, ConfigBuilder, ConfigError, SameSite, SystemClock, Timeout,
     DEFAULT_BROWSER_SESSION_TTL, DEFAULT_COOKIE_NAME, DEFAULT_GRACE, DEFAULT_PATH, MIN_KEY_LEN,
 };
-pub use crate::engine::Engine;
+pub use crate::engine::{CookieUpdate, Engine};
 pub use crate::error::SessionError;
 pub use crate::session::Session;
 pub use crate::store::cleanup::spawn_cleanup;

@@ -64,6 +64,17 @@ impl Session {
     /// # Errors
     /// A store error while loading.
     pub async fn keys(&self) -> Result<Vec<String>, SessionError> {
+        Ok(self.entries().await?.into_iter().map(|(k, _)| k).collect())
+    }
+
+    /// Every key and its value as this request sees them (the stored data
+    /// with this request's changes applied), sorted by key. One load, as for
+    /// [`get`](Session::get). Framework fronts whose session object is a
+    /// dict filled at the start of a request read it with this.
+    ///
+    /// # Errors
+    /// A store error while loading.
+    pub async fn entries(&self) -> Result<Map<String, Value>, SessionError> {
         self.loaded().await?;
         let state = self.state();
         let mut data = match (&state.live, state.pending.cleared) {
@@ -71,7 +82,7 @@ impl Session {
             _ => Map::new(),
         };
         state.pending.apply(&mut data);
-        Ok(data.keys().cloned().collect())
+        Ok(data)
     }
 
     /// Sets `key` to `value`. Recorded now, written by the next save.
@@ -119,6 +130,15 @@ impl Session {
                     })
             }
         }
+    }
+
+    /// Removes `key` without reading the session first. Recorded now, written
+    /// by the next save (a no-op for a key that has no value then). Unlike
+    /// [`remove`](Session::remove) it costs no store I/O, for fronts that
+    /// already hold the values.
+    pub fn delete(&self, key: &str) {
+        self.mark_used();
+        self.state().pending.changes.insert(key.to_owned(), None);
     }
 
     /// Removes every value. Recorded now, written by the next save.

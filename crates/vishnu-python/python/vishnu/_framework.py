@@ -1,0 +1,90 @@
+"""What the framework fronts (Flask, Django, Starlette) share: stores opened
+once per URL, framework secrets turned into vishnu secrets, and engines built
+from a framework's settings.
+
+A framework's secret may be any length (its own checks warn about weak
+ones); vishnu derives a 32-byte secret from it with HKDF-SHA256, so the same
+``SECRET_KEY`` gives the same sessions in every front and process. A Rust
+service sharing those sessions uses ``derive_secret(SECRET_KEY)`` as its
+``Config::secret``.
+"""
+import threading
+
+from vishnu import _vishnu
+
+__all__ = ["derive_secret", "make_engine", "open_store"]
+
+#: The HKDF ``info`` of the signing secret; every front uses the same one so
+#: that a Flask, a Django and a Starlette app with one secret share sessions.
+PURPOSE = "session"
+
+_stores = {}
+_stores_lock = threading.Lock()
+
+
+def open_store(url):
+    """The store a URL names, opened once per process and URL and then reused.
+
+    ``url`` may also be an already opened ``_vishnu.Store``. A failed open is
+    not cached: the next call tries again (a store that was down may be back).
+    """
+    if isinstance(url, _vishnu.Store):
+        return url
+    if not isinstance(url, str):
+        raise TypeError("the store must be a URL string such as 'memory' or 'redis://…', got %r" % (url,))
+    store = _stores.get(url)
+    if store is not None:
+        return store
+    with _stores_lock:
+        store = _stores.get(url)
+        if store is None:
+            store = _vishnu.Store.open(url)
+            _stores[url] = store
+        return store
+
+
+def _as_bytes(secret):
+    if isinstance(secret, str):
+        return secret.encode("utf-8")
+    if isinstance(secret, (bytes, bytearray, memoryview)):
+        return bytes(secret)
+    raise TypeError("a secret key must be str or bytes, got %s" % type(secret).__name__)
+
+
+def derive_secret(secret, purpose=PURPOSE):
+    """A framework's secret key (str or bytes, any length but not empty) as a
+    32-byte vishnu secret (HKDF-SHA256)."""
+    return _vishnu.derive_secret(_as_bytes(secret), purpose)
+
+
+def make_engine(secret, *, fallback_secrets=(), store="memory", cookie_name="session",
+                secure=False, http_only=True, same_site="Lax", domain=None, path="/",
+                partitioned=False, timeout=None, auto_save=True, clock=None):
+    """An engine for a framework front: derived secrets, the store opened once
+    per URL, and the framework's cookie settings.
+
+    ``timeout`` is the session lifetime in seconds (None: a browser-session
+    cookie whose record the store keeps for the engine's default). ``same_site``
+    accepts any case and None (no attribute is not supported by the engine:
+    None means "Lax", the browsers' default). With ``auto_save`` (the default)
+    ``finish_cookie``/``afinish_cookie`` save the request's changes, so a
+    front only records them (``set``/``delete``/``clear``) and finishes.
+    """
+    same_site = "Lax" if same_site is None else str(same_site).capitalize()
+    kwargs = dict(
+        secret=derive_secret(secret),
+        fallback_secrets=[derive_secret(s) for s in fallback_secrets or ()],
+        store=open_store(store),
+        cookie_name=cookie_name,
+        secure=bool(secure),
+        http_only=bool(http_only),
+        same_site=same_site,
+        domain=domain or None,
+        path=path or "/",
+        partitioned=bool(partitioned),
+        timeout=None if timeout is None else max(1, int(timeout)),
+        auto_save=bool(auto_save),
+    )
+    if clock is not None:
+        kwargs["clock"] = clock
+    return _vishnu.Engine(**kwargs)
