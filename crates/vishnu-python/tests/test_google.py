@@ -263,3 +263,26 @@ def test_cloud_datastore_cleanup_uses_the_now_it_is_given(datastore):
     c = datastore.client()
     _cleanup_uses_the_now_it_is_given(datastore.Store(),
                                       lambda k: c.get(c.key(datastore.TABLE_NAME, k)) is not None)
+
+
+def test_cloud_datastore_client_from_config_keeps_the_originals_client(datastore_emulator):
+    import datetime
+    from vishnu.backend.client import google_cloud_datastore as gcd
+    client = GoogleCloudDatastore().client_from_config("compat-sid")
+    assert isinstance(client, gcd.Client) and client.sid == "compat-sid"
+    assert client.load() is False
+    client["user"] = "ada"
+    assert client.get("user") == "ada" and client.last_accessed is not None
+    client.expires = datetime.datetime(2100, 1, 1)
+    client.save()
+    again = GoogleCloudDatastore().client_from_config("compat-sid")
+    assert again.load() is True
+    assert again.get("user") == "ada"
+    assert again.expires == datetime.datetime(2100, 1, 1)
+    # The record is the store's own: the engine's Store reads it.
+    assert json.loads(gcd.Store().load("compat-sid"))["data"] == {"user": "ada"}
+    again.clear()
+    assert again.get("user") is None
+    assert GoogleCloudDatastore().client_from_config("compat-sid").load() is False
+    with pytest.raises(TypeError):
+        GoogleCloudDatastore().client_from_config(None)

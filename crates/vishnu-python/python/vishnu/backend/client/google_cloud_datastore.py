@@ -125,3 +125,102 @@ def _delete_if_doomed(c, key, now_ms, dormant_for):
             return True
     except (exceptions.Aborted, exceptions.Conflict):
         return False  # written to since the read: in use, so not ours to delete
+
+
+class Client(object):
+    """The original's per-session client (``Config().client_from_config(sid)``): one record,
+    under the store key ``sid``, read and written whole, in the store's own record format.
+
+    Kept so that code written against vishnu 3.1.1 (maintenance scripts, tests) still runs.
+    The engine does not use it: sessions go through ``Store`` with compare-and-set. ``load()``
+    returns exactly True or False; ``save()`` writes the values, ``expires`` and
+    ``last_accessed`` (naive UTC datetimes, as the original's); ``clear()`` forgets the values
+    and deletes the record.
+    """
+
+    def __init__(self, sid):
+        if not isinstance(sid, str) or not sid:
+            raise TypeError("sid must be a non-empty string")
+        self._sid = sid
+        self._reset()
+
+    def _reset(self):
+        self._loaded = False
+        self._expires = None
+        self._last_accessed = None
+        self._data = {}
+        self._record = None
+
+    sid = property(lambda self: self._sid, doc="The store key this client reads and writes.")
+
+    @property
+    def expires(self):
+        """When the session expires (naive UTC datetime), or None."""
+        return self._expires
+
+    @expires.setter
+    def expires(self, value):
+        self._expires = value
+
+    @property
+    def last_accessed(self):
+        """When the session was last used (naive UTC datetime), or None."""
+        return self._last_accessed
+
+    @last_accessed.setter
+    def last_accessed(self, value):
+        self._last_accessed = value
+
+    def get(self, key):
+        self._last_accessed = _utcnow()
+        return self._data.get(key)
+
+    def __setitem__(self, key, value):
+        self._last_accessed = _utcnow()
+        self._data[key] = value
+
+    def load(self):
+        """Reads the record; True if there is a live one, else False."""
+        import json
+        data = Store().load(self._sid)
+        if data is None:
+            return False
+        record = json.loads(data)
+        self._record = record
+        self._data = dict(record.get("data", {}))
+        self._expires = _common.to_datetime(record["expires_at"])
+        self._last_accessed = _common.to_datetime(record["last_access"])
+        self._loaded = True
+        return True
+
+    def save(self, sync_only=False):
+        """Writes the record (``sync_only`` is accepted for compatibility; the
+        record is always written whole). Without ``expires`` it lives 30 days."""
+        import json
+        now = _common.now_ms()
+        record = dict(self._record or {"v": 1, "created_at": now, "version": 0})
+        record["data"] = self._data
+        record["last_access"] = _to_ms(self._last_accessed) if self._last_accessed else now
+        record["expires_at"] = (_to_ms(self._expires) if self._expires
+                                else now + _common.THIRTY_DAYS * 1000)
+        record["version"] = int(record.get("version", 0)) + 1
+        self._record = record
+        c = client()
+        text = json.dumps(record, separators=(",", ":"))
+        with c.transaction():
+            _put(c, self._sid, text, record["expires_at"])
+
+    def clear(self):
+        """Forgets the values and deletes the record."""
+        self._reset()
+        Store().delete(self._sid)
+
+
+def _utcnow():
+    import datetime
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+def _to_ms(dt):
+    import datetime
+    return int((dt - datetime.datetime(1970, 1, 1)).total_seconds() * 1000)
