@@ -1,0 +1,330 @@
+"""Flask sessions on the vishnu engine: one line to switch, the app unchanged.
+
+    import vishnu.flask
+
+    app.session_interface = vishnu.flask.SessionInterface()          # the store: app.config["VISHNU_STORE"], else "cookie"
+    app.session_interface = vishnu.flask.SessionInterface("redis://localhost:6379/0")
+    vishnu.flask.Session(app)                                        # Flask-Session style; init_app(app) too
+
+``flask.session`` stays what it was: a dict whose values are whatever Flask's
+tagged JSON holds (tuples, bytes, datetimes, UUIDs, Markup). The store is
+loaded on first access to the session, and only the keys a request changed
+are written, merged by the engine under compare-and-set: two concurrent
+requests that change different keys both keep their change.
+
+Flask's settings are honoured: ``SECRET_KEY`` (any length; the vishnu secret
+is derived from it with HKDF) and ``SECRET_KEY_FALLBACKS``, every
+``SESSION_COOKIE_*`` setting, ``SESSION_REFRESH_EACH_REQUEST``,
+``PERMANENT_SESSION_LIFETIME`` and ``session.permanent`` (a permanent session
+lives that long after its last use; any other one gets a browser-session
+cookie), and ``Vary: Cookie`` whenever the session was accessed. Without a
+secret key the session is Flask's null session.
+
+Differences from Flask's cookie session, all on purpose: changes made by a
+request that ends with a 5xx are not saved; a session emptied by the app is
+ended in the store (not just forgotten by the browser). With
+``SESSION_REFRESH_EACH_REQUEST`` (Flask's default) a request that carries the
+cookie of a session it never touches still reads the store once, to know
+whether the session is permanent and its cookie is due again; set it to False
+to spare that read.
+"""
+import threading
+from datetime import datetime, timezone
+
+from flask.sessions import SessionInterface as _FlaskSessionInterface
+from flask.sessions import SessionMixin, session_json_serializer
+
+from vishnu._framework import make_engine
+
+__all__ = ["Session", "SessionInterface", "VishnuSession"]
+
+_MISSING = object()
+
+
+class VishnuSession(dict, SessionMixin):
+    """The session object behind ``flask.session``: a dict loaded from the
+    store on first access, tracking ``accessed`` and ``modified`` as Flask's
+    own session does."""
+
+    #: Whether the session was read or written in this request.
+    accessed = False
+    #: Whether the session was changed in this request; set it to True after
+    #: changing a mutable value in place, as with Flask's own session.
+    modified = False
+
+    def __init__(self, native, serializer, had_cookie):
+        super().__init__()
+        self._native = native
+        self._serializer = serializer
+        self._had_cookie = had_cookie
+        self._loaded = False
+        self._original = {}
+        self._finished = False
+
+    def _load(self, access=True):
+        if access:
+            self.accessed = True
+        if self._loaded:
+            return
+        self._loaded = True
+        if self._had_cookie:
+            texts = self._native.entries()
+            loads = self._serializer.loads
+            for key, text in texts.items():
+                dict.__setitem__(self, key, loads(text))
+            self._original = texts
+
+    def _changed(self):
+        self.accessed = True
+        self.modified = True
+
+    # Reads: load first.
+    def __getitem__(self, key):
+        self._load()
+        return dict.__getitem__(self, key)
+
+    def get(self, key, default=None):
+        self._load()
+        return dict.get(self, key, default)
+
+    def __contains__(self, key):
+        self._load()
+        return dict.__contains__(self, key)
+
+    def __iter__(self):
+        self._load()
+        return dict.__iter__(self)
+
+    def __len__(self):
+        self._load()
+        return dict.__len__(self)
+
+    def __eq__(self, other):
+        self._load()
+        return dict.__eq__(self, other)
+
+    def __ne__(self, other):
+        self._load()
+        return dict.__ne__(self, other)
+
+    __hash__ = None
+
+    def __repr__(self):
+        self._load()
+        return "<%s %s>" % (type(self).__name__, dict.__repr__(self))
+
+    def __reversed__(self):
+        self._load()
+        return dict.__reversed__(self)
+
+    def __or__(self, other):
+        self._load()
+        return dict(self.items()) | other
+
+    def __ror__(self, other):
+        self._load()
+        return other | dict(self.items())
+
+    def keys(self):
+        self._load()
+        return dict.keys(self)
+
+    def values(self):
+        self._load()
+        return dict.values(self)
+
+    def items(self):
+        self._load()
+        return dict.items(self)
+
+    def copy(self):
+        self._load()
+        return dict(dict.items(self))
+
+    # Writes: load first (so that emptiness and the original values are
+    # known), then mark, as Werkzeug's CallbackDict does.
+    def __setitem__(self, key, value):
+        self._load()
+        self._changed()
+        dict.__setitem__(self, key, value)
+
+    def __delitem__(self, key):
+        self._load()
+        self._changed()
+        dict.__delitem__(self, key)
+
+    def setdefault(self, key, default=None):
+        self._load()
+        if not dict.__contains__(self, key):
+            self._changed()
+        return dict.setdefault(self, key, default)
+
+    def pop(self, key, default=_MISSING):
+        self._load()
+        if dict.__contains__(self, key):
+            self._changed()
+        if default is _MISSING:
+            return dict.pop(self, key)
+        return dict.pop(self, key, default)
+
+    def popitem(self):
+        self._load()
+        item = dict.popitem(self)
+        self._changed()
+        return item
+
+    def update(self, *args, **kwargs):
+        self._load()
+        self._changed()
+        dict.update(self, *args, **kwargs)
+
+    def __ior__(self, other):
+        self.update(other)
+        return self
+
+    def clear(self):
+        self._load()
+        self._changed()
+        dict.clear(self)
+
+    def _record_changes(self):
+        """Hands the engine one set or delete per key this request changed."""
+        native, dumps, loads = self._native, self._serializer.dumps, self._serializer.loads
+        original = self._original
+        for key, value in dict.items(self):
+            text = dumps(value)
+            old = original.get(key)
+            # The engine's JSON text may differ in form (escapes, floats) from
+            # Flask's: an unchanged value is one that round-trips to the same text.
+            if old is None or (text != old and text != dumps(loads(old))):
+                native.set(key, text)
+        for key in original:
+            if not dict.__contains__(self, key):
+                native.delete(key)
+
+
+class SessionInterface(_FlaskSessionInterface):
+    """A Flask session interface over the vishnu engine.
+
+    ``store`` is a store URL (``"memory"``, ``"cookie"``, ``"redis://…"``, … as
+    for ``vishnu.backend.Url``) or an opened ``_vishnu.Store``; None (the
+    default) takes ``app.config["VISHNU_STORE"]``, else ``"cookie"``: the whole
+    session sealed in the cookie, as with Flask's own default.
+
+    One engine per configuration (secret keys, store, cookie name) is built on
+    first use and reused; the other cookie settings are read per request, so
+    a change to ``app.config`` applies at once.
+    """
+
+    #: Each key's value is stored as Flask's tagged JSON.
+    serializer = session_json_serializer
+    session_class = VishnuSession
+
+    def __init__(self, store=None):
+        self.store = store
+        self._engines = {}
+        self._lock = threading.Lock()
+
+    def _engine(self, app):
+        secret = app.secret_key
+        if not secret:
+            return None
+        fallbacks = tuple(app.config.get("SECRET_KEY_FALLBACKS") or ())
+        store = self.store
+        if store is None:
+            store = app.config.get("VISHNU_STORE") or "cookie"
+        name = self.get_cookie_name(app)
+        key = (secret, fallbacks, store, name)
+        engine = self._engines.get(key)
+        if engine is None:
+            with self._lock:
+                engine = self._engines.get(key)
+                if engine is None:
+                    # New sessions are not permanent: a browser-session cookie
+                    # until the app sets session.permanent.
+                    engine = make_engine(secret, fallback_secrets=fallbacks, store=store,
+                                         cookie_name=name, timeout=None, auto_save=True)
+                    self._engines[key] = engine
+        return engine
+
+    def open_session(self, app, request):
+        """The request's session, not loaded yet; None (Flask's null session) without a secret key."""
+        engine = self._engine(app)
+        if engine is None:
+            return None
+        value = request.cookies.get(self.get_cookie_name(app)) or None
+        return self.session_class(engine.begin_value(value), self.serializer, value is not None)
+
+    def save_session(self, app, session, response):
+        """Records the request's changes, lets the engine save them, and
+        writes the cookie the engine asks for with Flask's cookie settings."""
+        if session._finished:  # Flask finalizes again after an error in the first try
+            return
+        session._finished = True
+        native = session._native
+        refresh = app.config["SESSION_REFRESH_EACH_REQUEST"]
+        if session.modified:
+            session._load()  # the app may set modified without touching the session
+            if dict.__len__(session):
+                session._record_changes()
+                lifetime = max(1, int(app.permanent_session_lifetime.total_seconds()))
+                timeout = lifetime if dict.get(session, "_permanent") else None
+                if native.timeout() != timeout:
+                    native.set_timeout(timeout)
+            else:
+                native.terminate()
+        elif refresh and session._had_cookie and not session._loaded:
+            # Whether the cookie is due again depends on session.permanent.
+            session._load(access=False)
+        parts = native.finish_cookie(response.status_code)
+
+        if session.accessed:
+            response.vary.add("Cookie")
+        name = self.get_cookie_name(app)
+        domain = self.get_cookie_domain(app)
+        path = self.get_cookie_path(app)
+        secure = self.get_cookie_secure(app)
+        partitioned = self.get_cookie_partitioned(app)
+        samesite = self.get_cookie_samesite(app)
+        httponly = self.get_cookie_httponly(app)
+        if parts is None:
+            # The engine's cookie stands; Flask sends it again when the
+            # session was modified, or is permanent and refreshed each request.
+            if not (session._loaded and dict.__len__(session)):
+                return
+            permanent = dict.get(session, "_permanent")
+            if not (session.modified or (refresh and permanent)):
+                return
+            value = native.cookie_value()
+            if value is None:
+                return
+            expires = datetime.now(timezone.utc) + app.permanent_session_lifetime if permanent else None
+        elif parts[0] == "remove":
+            # Only a session the app emptied or ended loses its cookie: a
+            # cookie this app cannot read (say, signed with a retired key)
+            # is left alone, as Flask leaves it.
+            if session.modified:
+                response.delete_cookie(name, domain=domain, path=path, secure=secure,
+                                       partitioned=partitioned, samesite=samesite, httponly=httponly)
+                response.vary.add("Cookie")
+            return
+        else:
+            _, value, expires = parts
+        response.set_cookie(name, value, expires=expires, httponly=httponly, domain=domain,
+                            path=path, secure=secure, partitioned=partitioned, samesite=samesite)
+        response.vary.add("Cookie")
+
+
+class Session(object):
+    """Flask-Session style setup: ``Session(app)`` or ``Session().init_app(app)``
+    installs a :class:`SessionInterface` (``store`` as there)."""
+
+    def __init__(self, app=None, store=None):
+        self.store = store
+        self.app = app
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app):
+        """Makes vishnu the session interface of ``app``."""
+        app.session_interface = SessionInterface(self.store)

@@ -1,0 +1,27 @@
+from typing import Any, Optional, Union
+
+import flask
+from flask.json.tag import TaggedJSONSerializer
+from flask.sessions import SessionInterface as _FlaskSessionInterface
+from flask.sessions import SessionMixin
+from werkzeug.wrappers import Request, Response
+
+from vishnu._vishnu import Store
+
+class VishnuSession(dict[str, Any], SessionMixin):
+    accessed: bool
+    modified: bool
+
+class SessionInterface(_FlaskSessionInterface):
+    serializer: TaggedJSONSerializer
+    session_class: type[VishnuSession]
+    store: Optional[Union[str, Store]]
+    def __init__(self, store: Optional[Union[str, Store]] = None) -> None: ...
+    def open_session(self, app: flask.Flask, request: Request) -> Optional[VishnuSession]: ...
+    def save_session(self, app: flask.Flask, session: SessionMixin, response: Response) -> None: ...
+
+class Session:
+    app: Optional[flask.Flask]
+    store: Optional[Union[str, Store]]
+    def __init__(self, app: Optional[flask.Flask] = None, store: Optional[Union[str, Store]] = None) -> None: ...
+    def init_app(self, app: flask.Flask) -> None: ...

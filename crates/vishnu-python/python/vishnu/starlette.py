@@ -1,0 +1,288 @@
+"""Starlette and FastAPI sessions on the vishnu engine (ASGI).
+
+Starlette's ``SessionMiddleware`` with the same signature, plus ``store``:
+
+    from vishnu.starlette import SessionMiddleware
+
+    app.add_middleware(SessionMiddleware, secret_key=SECRET_KEY, store="redis://localhost:6379/0")
+
+``request.session`` works unchanged: a dict the app reads and changes. When
+the request carries the session cookie, the session is loaded before the app
+runs (awaited on the event loop; no thread is blocked on the store); at the
+response, only the keys the request changed are handed to the engine, which
+merges them into the stored session under compare-and-set, so concurrent
+requests that change different keys both keep their change. The default
+store, ``"cookie"``, keeps the whole session sealed in the cookie, as
+Starlette does; any store URL of ``vishnu.backend.Url`` works.
+
+Beyond Starlette's session: ``await request.session.cycle_id()`` (a new id
+for the same data; call it at login) and ``await request.session.terminate()``
+(end the session in the store and remove the cookie). A store failure answers
+an empty 500 (logged once), never a traceback.
+"""
+import asyncio
+import json
+import logging
+import time
+
+from vishnu._framework import make_engine
+from vishnu._vishnu import SessionError, Superseded
+
+__all__ = ["Session", "SessionMiddleware"]
+
+log = logging.getLogger("vishnu")
+
+
+def _dumps(value):
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+
+class Session(dict):
+    """``request.session``: a dict that records whether it was accessed and
+    modified, as Starlette's ``Session`` does."""
+
+    accessed = False
+    modified = False
+    _native = None
+
+    def mark_accessed(self):
+        self.accessed = True
+
+    def mark_modified(self):
+        self.accessed = True
+        self.modified = True
+
+    def __setitem__(self, key, value):
+        self.mark_modified()
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key):
+        self.mark_modified()
+        super().__delitem__(key)
+
+    def clear(self):
+        self.mark_modified()
+        super().clear()
+
+    def pop(self, key, *args):
+        if key in self:
+            self.mark_modified()
+        return super().pop(key, *args)
+
+    def popitem(self):
+        item = super().popitem()
+        self.mark_modified()
+        return item
+
+    def setdefault(self, key, default=None):
+        if key not in self:
+            self.mark_modified()
+        return super().setdefault(key, default)
+
+    def update(self, *args, **kwargs):
+        self.mark_modified()
+        super().update(*args, **kwargs)
+
+    def __ior__(self, other):
+        self.mark_modified()
+        return super().__ior__(other)
+
+    def _engine_session(self):
+        if self._native is None:
+            raise RuntimeError("this session is not served by vishnu.starlette.SessionMiddleware")
+        return self._native
+
+    async def cycle_id(self):
+        """Gives the session a new id for the same data (call it at login,
+        against session fixation); the old id stops working."""
+        native = self._engine_session()
+        await _run(native.cycle_id, native.acycle_id)
+
+    async def terminate(self):
+        """Ends the session in the store and removes the cookie."""
+        native = self._engine_session()
+        await _run(native.terminate, native.aterminate)
+        super().clear()
+        self.mark_modified()
+        self._original = {}
+
+
+async def _run(blocking, awaitable, *args):
+    """Awaits the engine's asyncio awaitable; under another event loop
+    (trio), runs the blocking call in a worker thread instead."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        import anyio.to_thread
+
+        return await anyio.to_thread.run_sync(blocking, *args)
+    return await awaitable(*args)
+
+
+def _cookie_header(scope):
+    values = [v.decode("latin-1") for k, v in scope["headers"] if k == b"cookie"]
+    return "; ".join(values) if values else None
+
+
+def _record_changes(native, session, original):
+    """Hands the engine one set or delete per key this request changed."""
+    for key, value in session.items():
+        if not isinstance(key, str):
+            raise TypeError("session keys must be str, got %s" % type(key).__name__)
+        text = _dumps(value)
+        old = original.get(key)
+        # The engine's JSON text may differ in form (floats): an unchanged
+        # value is one that round-trips to the same text.
+        if old is None or (text != old and text != _dumps(json.loads(old))):
+            native.set(key, text)
+    for key in original:
+        if key not in session:
+            native.delete(key)
+
+
+class SessionMiddleware(object):
+    """Starlette's ``SessionMiddleware`` over the vishnu engine.
+
+    The arguments are Starlette's (``max_age`` in seconds, None for a
+    browser-session cookie; a ``max_age`` of 0 or less makes cookies that are
+    never accepted back, as with Starlette) plus ``store``: a store URL
+    (``"cookie"``, the default, ``"memory"``, ``"redis://…"``, …) or an opened
+    ``_vishnu.Store``, and ``fallback_secret_keys``: older keys whose cookies
+    are still accepted and re-issued under ``secret_key`` (key rotation).
+    ``secret_key`` may be any length (vishnu derives its secret from it with
+    HKDF); the same key and cookie name share sessions with the Flask and
+    Django fronts and with Rust services on the same store.
+    """
+
+    def __init__(self, app, secret_key, session_cookie="session", max_age=14 * 24 * 60 * 60,
+                 path="/", same_site="lax", https_only=False, domain=None, partitioned=False,
+                 store="cookie", fallback_secret_keys=()):
+        self.app = app
+        self.session_cookie = session_cookie
+        self.max_age = max_age
+        self.path = path
+        # A cookie with Max-Age <= 0 is dead on arrival: never read back.
+        self._expired_on_arrival = max_age is not None and max_age <= 0
+        self._timeout = None if max_age is None else (1 if self._expired_on_arrival else int(max_age))
+        self.engine = make_engine(str(secret_key), store=store, cookie_name=session_cookie,
+                                  fallback_secrets=[str(k) for k in fallback_secret_keys],
+                                  timeout=self._timeout, auto_save=True)
+        self.security_flags = "httponly; samesite=" + same_site
+        if https_only:  # Secure flag can be used with HTTPS only
+            self.security_flags += "; secure"
+        if domain is not None:
+            self.security_flags += "; domain=%s" % domain
+        if partitioned:
+            self.security_flags += "; partitioned"
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        header = None if self._expired_on_arrival else _cookie_header(scope)
+        native = self.engine.begin(header)
+        original = {}
+        if header is not None and self.session_cookie + "=" in header:
+            try:
+                original = await _run(native.entries, native.aentries)
+            except SessionError as e:
+                log.error("vishnu: the session could not be loaded, answering 500: %s", e)
+                await _refuse(scope, send, 500)
+                return
+        session = Session({key: json.loads(text) for key, text in original.items()})
+        session._native = native
+        session._original = original
+        scope["session"] = session
+
+        if scope["type"] == "websocket":
+            await self.app(scope, receive, send)
+            await self._save_after_websocket(scope, native)
+            return
+
+        failed = False
+
+        async def send_wrapper(message):
+            nonlocal failed
+            if failed:
+                return
+            if message["type"] == "http.response.start":
+                try:
+                    cookie = await self._finish(scope, native, message["status"])
+                except Superseded:
+                    log.info("vishnu: a write with a session id cycled away by another request: answering 409")
+                    failed = True
+                    await _refuse(scope, send, 409)
+                    return
+                except SessionError as e:
+                    log.error("vishnu: the session could not be saved, answering 500: %s", e)
+                    failed = True
+                    await _refuse(scope, send, 500)
+                    return
+                vary, set_cookie = cookie
+                if vary or set_cookie:
+                    from starlette.datastructures import MutableHeaders
+
+                    message.setdefault("headers", [])
+                    headers = MutableHeaders(scope=message)
+                    if vary:
+                        headers.add_vary_header("Cookie")
+                    if set_cookie:
+                        headers.append("Set-Cookie", set_cookie)
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+    async def _finish(self, scope, native, status):
+        """Saves the request's changes; returns (add Vary: Cookie, Set-Cookie value or None)."""
+        session = scope["session"]
+        modified = getattr(session, "modified", True)
+        if modified:
+            if session:
+                _record_changes(native, session, getattr(session, "_original", {}))
+            else:
+                await _run(native.terminate, native.aterminate)
+        parts = await _run(native.finish_cookie, native.afinish_cookie, status)
+        vary = getattr(session, "accessed", True)
+        if parts is None:
+            return vary, None
+        kind, value, expires = parts
+        if kind == "remove":
+            # Only a session the app emptied or ended loses its cookie, as
+            # with Starlette: a cookie this app cannot read is left alone.
+            if not modified:
+                return vary, None
+            return True, "%s=null; path=%s; expires=Thu, 01 Jan 1970 00:00:00 GMT; %s" % (
+                self.session_cookie, self.path, self.security_flags)
+        if expires is None:
+            max_age = ""
+        elif native.timeout() == self._timeout:
+            max_age = "Max-Age=%d; " % self.max_age
+        else:  # a session whose own timeout differs (set by another front)
+            max_age = "Max-Age=%d; " % max(0, round(expires - time.time()))
+        return True, "%s=%s; path=%s; %s%s" % (self.session_cookie, value, self.path, max_age,
+                                               self.security_flags)
+
+    async def _save_after_websocket(self, scope, native):
+        # A websocket cannot set a cookie once accepted: changes are saved
+        # only for a session the store already holds (its cookie stays valid).
+        session = scope["session"]
+        if not getattr(session, "modified", False) or not native.is_stored():
+            return
+        try:
+            if session:
+                _record_changes(native, session, getattr(session, "_original", {}))
+                await _run(native.save, native.asave)
+            else:
+                await _run(native.terminate, native.aterminate)
+        except SessionError as e:
+            log.error("vishnu: the websocket's session changes could not be saved: %s", e)
+
+
+async def _refuse(scope, send, status):
+    """An empty response with this status (a websocket is closed instead)."""
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1011})
+        return
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"0")]})
+    await send({"type": "http.response.body", "body": b""})

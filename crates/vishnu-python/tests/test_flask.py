@@ -1,0 +1,298 @@
+"""vishnu.flask beyond Flask's own session tests (scripts/frameworks/flask.sh
+runs those): values in the store, concurrent requests, tampered cookies,
+store failures, key rotation, and the per-request cost."""
+import threading
+import uuid
+from datetime import datetime, timezone
+
+import flask
+import pytest
+from markupsafe import Markup
+
+import vishnu.flask
+from vishnu import _vishnu
+
+from conftest import require_env
+from test_middleware import FlakyStore
+
+SECRET = "a Flask secret key, any length"
+
+
+@pytest.fixture(params=["cookie", "redis"])
+def store(request):
+    """The default client-side store, and the Redis server scripts/test.sh starts."""
+    return require_env("VISHNU_REDIS_URL") if request.param == "redis" else request.param
+
+
+def make_app(store, interface=None, **config):
+    app = flask.Flask(__name__)
+    app.config.update(dict(dict(SECRET_KEY=SECRET, TESTING=True), **config))
+    app.session_interface = interface or vishnu.flask.SessionInterface(store)
+
+    @app.route("/public")
+    def public():
+        return "public"
+
+    @app.route("/get/<key>")
+    def get(key):
+        return repr(flask.session.get(key))
+
+    @app.route("/set/<key>/<value>")
+    def set_(key, value):
+        flask.session[key] = value
+        return "set"
+
+    @app.route("/clear")
+    def clear():
+        flask.session.clear()
+        return "cleared"
+
+    # Two of these on one session meet at the barrier after both read it.
+    app.race_barrier = threading.Barrier(2, timeout=10)
+
+    @app.route("/race/<key>")
+    def race_route(key):
+        flask.session.get("seed")
+        app.race_barrier.wait()
+        flask.session[key] = key
+        return "ok"
+
+    return app
+
+
+def cookie_of(client, name="session"):
+    cookie = client.get_cookie(name)
+    return None if cookie is None else cookie.value
+
+
+class CountingStore(FlakyStore):
+    """The test store that fails on demand, counting loads and writes."""
+
+    def __init__(self):
+        super().__init__()
+        self.loads = self.writes = 0
+
+    def load(self, key):
+        self.loads += 1
+        return super().load(key)
+
+    def create(self, key, record, expires_at):
+        self.writes += 1
+        return super().create(key, record, expires_at)
+
+    def save(self, key, record, expected_version, expires_at):
+        self.writes += 1
+        return super().save(key, record, expected_version, expires_at)
+
+
+# -- values --------------------------------------------------------------------
+
+def test_flasks_tagged_values_come_back_from_the_store(store):
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    the_uuid = uuid.uuid4()
+    values = {
+        "t": (1, 2, 3), "b": b"\xff\x00", "m": Markup("<html>"), "u": the_uuid, "d": now,
+        "nested": {"list": [(1, "a"), b"x"], "text": "caf\u00e9"},
+        "t_tag": {" t": "not-a-tuple"}, "di_tag": {" di": "not-a-dict"},
+    }
+    app = make_app(store)
+
+    @app.route("/special")
+    def special():
+        flask.session.update(values)
+        return ""
+
+    @app.route("/check")
+    def check():
+        return {key: repr(flask.session[key]) for key in values}
+
+    client = app.test_client()
+    client.get("/special")
+    assert client.get("/check").json == {key: repr(value) for key, value in values.items()}
+
+
+def test_an_unchanged_value_set_again_writes_nothing():
+    counting = CountingStore()
+    app = make_app(_vishnu.Store.python(counting))
+    client = app.test_client()
+    client.get("/set/user/ada")
+    writes = counting.writes
+    assert client.get("/set/user/ada").data == b"set"
+    assert counting.writes == writes
+
+
+# -- the per-request cost ------------------------------------------------------
+
+def test_the_store_is_read_once_and_only_when_the_session_is_used():
+    counting = CountingStore()
+    app = make_app(_vishnu.Store.python(counting), SESSION_REFRESH_EACH_REQUEST=False)
+    client = app.test_client()
+    client.get("/set/user/ada")
+    assert (counting.loads, counting.writes) == (0, 1)  # a new session: nothing to read
+
+    client.get("/public")
+    assert (counting.loads, counting.writes) == (0, 1)
+
+    assert client.get("/get/user").data == b"'ada'"
+    assert (counting.loads, counting.writes) == (1, 1)
+
+    client.get("/set/lang/en")
+    assert (counting.loads, counting.writes) == (2, 2)
+
+
+def test_refresh_each_request_reads_a_permanent_session_to_send_its_cookie_again():
+    counting = CountingStore()
+    app = make_app(_vishnu.Store.python(counting))
+
+    @app.route("/login")
+    def login():
+        flask.session["user"] = "ada"
+        flask.session.permanent = True
+        return ""
+
+    client = app.test_client()
+    client.get("/login")
+    rv = client.get("/public")
+    assert counting.loads == 1
+    assert "Expires=" in rv.headers["Set-Cookie"] and rv.headers["Vary"] == "Cookie"
+
+
+# -- concurrency ---------------------------------------------------------------
+
+def race(app, cookie):
+    """Two requests on the same session cookie, both reading the session
+    before either changes it (a barrier forces the interleaving); one sets
+    "a", the other "b". Returns the Set-Cookie values they answered."""
+    answers = {}
+
+    def request(key):
+        client = app.test_client()
+        client.set_cookie("session", cookie)
+        rv = client.get("/race/" + key)
+        answers[key] = (rv.status_code, rv.headers.get("Set-Cookie"))
+
+    threads = [threading.Thread(target=request, args=(k,)) for k in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [answers[k][0] for k in "ab"] == [200, 200]
+    return [answers[k][1] for k in "ab"]
+
+
+def test_concurrent_requests_changing_different_keys_both_keep_their_change():
+    app = make_app(require_env("VISHNU_REDIS_URL"))
+    client = app.test_client()
+    client.get("/set/seed/1")
+    race(app, cookie_of(client))
+    assert client.get("/get/a").data == b"'a'"
+    assert client.get("/get/b").data == b"'b'"
+    assert client.get("/get/seed").data == b"'1'"
+
+
+def test_flasks_own_cookie_session_loses_one_of_two_concurrent_changes():
+    """The contrast: with Flask's default interface, each response carries
+    its own copy of the session and the browser keeps only the last one."""
+    app = make_app(None, interface=flask.sessions.SecureCookieSessionInterface())
+    client = app.test_client()
+    client.get("/set/seed/1")
+    for set_cookie in race(app, cookie_of(client)):
+        reader = app.test_client()
+        reader.set_cookie("session", set_cookie.split(";", 1)[0].split("=", 1)[1])
+        seen = (reader.get("/get/a").data, reader.get("/get/b").data)
+        assert b"None" in seen
+
+
+# -- cookies -------------------------------------------------------------------
+
+def test_a_tampered_cookie_starts_a_fresh_session(store):
+    app = make_app(store)
+    client = app.test_client()
+    client.get("/set/user/ada")
+    value = cookie_of(client)
+    flipped = value[:10] + ("A" if value[10] != "A" else "B") + value[11:]
+    client.set_cookie("session", flipped)
+    rv = client.get("/get/user")
+    assert (rv.status_code, rv.data) == (200, b"None")
+    client.get("/set/user/mallory")
+    assert cookie_of(client) not in (value, flipped)
+
+
+def test_an_emptied_session_is_ended_in_the_store():
+    app = make_app(require_env("VISHNU_REDIS_URL"))
+    client = app.test_client()
+    client.get("/set/user/ada")
+    stolen = cookie_of(client)
+    rv = client.get("/clear")
+    assert "session=;" in rv.headers["Set-Cookie"]
+    thief = app.test_client()
+    thief.set_cookie("session", stolen)
+    assert thief.get("/get/user").data == b"None"
+
+
+def test_partitioned_cookie(store):
+    app = make_app(store, SESSION_COOKIE_SECURE=True, SESSION_COOKIE_PARTITIONED=True,
+                   SESSION_COOKIE_SAMESITE="None")
+    set_cookie = app.test_client().get("/set/user/ada", "https://localhost/").headers["Set-Cookie"]
+    assert "; Partitioned" in set_cookie and "; Secure" in set_cookie and "SameSite=None" in set_cookie
+
+
+def test_secret_rotation_with_fallbacks(store):
+    app = make_app(store, SECRET_KEY="old key")
+    client = app.test_client()
+    client.get("/set/user/ada")
+    old_cookie = cookie_of(client)
+
+    app.config.update(SECRET_KEY="new key", SECRET_KEY_FALLBACKS=["old key"])
+    rv = client.get("/get/user")
+    assert rv.data == b"'ada'"
+    assert "Set-Cookie" in rv.headers and cookie_of(client) != old_cookie  # re-issued under the new key
+
+    app.config.update(SECRET_KEY_FALLBACKS=[])
+    assert client.get("/get/user").data == b"'ada'"
+    stale = app.test_client()
+    stale.set_cookie("session", old_cookie)
+    assert stale.get("/get/user").data == b"None"
+
+
+def test_the_secret_key_may_be_any_length(store):
+    client = make_app(store, SECRET_KEY="k").test_client()
+    client.get("/set/user/ada")
+    assert client.get("/get/user").data == b"'ada'"
+
+
+# -- failures ------------------------------------------------------------------
+
+def test_a_store_failure_is_a_clean_500():
+    flaky = CountingStore()
+    app = make_app(_vishnu.Store.python(flaky), TESTING=False)
+    client = app.test_client()
+    client.get("/set/user/ada")
+    flaky.fail = True
+    for path in ("/get/user", "/set/user/bob"):
+        rv = client.get(path)
+        assert rv.status_code == 500
+        assert b"10.1.2.3" not in rv.data and b"Error" not in rv.data.replace(b"Internal Server Error", b"")
+    flaky.fail = False
+    assert client.get("/get/user").data == b"'ada'"
+
+
+# -- setup ---------------------------------------------------------------------
+
+def test_flask_session_style_setup_takes_the_store_from_the_config():
+    url = require_env("VISHNU_REDIS_URL")
+    app = make_app(None)
+    app.config["VISHNU_STORE"] = url
+    ext = vishnu.flask.Session()
+    ext.init_app(app)
+    assert isinstance(app.session_interface, vishnu.flask.SessionInterface)
+    client = app.test_client()
+    client.get("/set/user/ada")
+    assert len(cookie_of(client)) < 100  # an id, not the sealed session
+    assert client.get("/get/user").data == b"'ada'"
+
+
+def test_without_a_secret_key_the_session_is_flasks_null_session(store):
+    app = make_app(store, SECRET_KEY=None)
+    with app.test_request_context():
+        assert app.session_interface.is_null_session(flask.session)

@@ -1,0 +1,312 @@
+"""vishnu.starlette beyond Starlette's own session tests (scripts/frameworks/
+starlette.sh runs those): concurrent requests, tampered cookies, store
+failures, key rotation, an event loop never blocked on the store,
+websockets, id changes, FastAPI, and a session shared with a Flask app."""
+import asyncio
+import time
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.testclient import TestClient
+
+from vishnu import _vishnu
+from vishnu.starlette import Session, SessionMiddleware
+
+from conftest import require_env
+from test_flask import SECRET, CountingStore, cookie_of
+from test_flask import make_app as make_flask_app
+
+
+@pytest.fixture(params=["cookie", "redis"])
+def store(request):
+    """The default client-side store, and the Redis server scripts/test.sh starts."""
+    return require_env("VISHNU_REDIS_URL") if request.param == "redis" else request.param
+
+
+class Meeting(object):
+    """Holds each arriving request until `parties` have arrived."""
+
+    def __init__(self, parties):
+        self.parties, self.arrived, self.all_here = parties, 0, asyncio.Event()
+
+    async def wait(self):
+        self.arrived += 1
+        if self.arrived >= self.parties:
+            self.all_here.set()
+        await asyncio.wait_for(self.all_here.wait(), 10)
+
+
+def make_app(store, **options):
+    async def public(request):
+        return PlainTextResponse("public")
+
+    async def get(request):
+        return JSONResponse(request.session.get(request.path_params["key"]))
+
+    async def set_(request):
+        request.session[request.path_params["key"]] = request.path_params["value"]
+        return PlainTextResponse("set")
+
+    async def race(request):
+        key = request.path_params["key"]
+        request.session.get("seed")
+        await request.app.state.meeting.wait()  # both requests have read the session
+        request.session[key] = key
+        return PlainTextResponse("ok")
+
+    async def login(request):
+        request.session["user"] = request.path_params["user"]
+        await request.session.cycle_id()
+        return PlainTextResponse("welcome")
+
+    async def logout(request):
+        await request.session.terminate()
+        return PlainTextResponse("bye")
+
+    async def ws(websocket):
+        await websocket.accept()
+        await websocket.send_json(websocket.session.get("user"))
+        websocket.session["seen"] = "by the websocket"
+        await websocket.close()
+
+    app = Starlette(
+        routes=[
+            Route("/public", public), Route("/get/{key}", get), Route("/set/{key}/{value}", set_),
+            Route("/race/{key}", race), Route("/login/{user}", login), Route("/logout", logout),
+            WebSocketRoute("/ws", ws),
+        ],
+        middleware=[Middleware(SessionMiddleware, secret_key=options.pop("secret_key", SECRET),
+                               store=store, **options)],
+    )
+    app.state.meeting = Meeting(2)
+    return app
+
+
+def client_for(app, cookie=None, base_url="http://testserver"):
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url)
+    if cookie is not None:
+        client.cookies.set("session", cookie, domain="testserver.local")
+    return client
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+async def json_of(client, path):
+    rv = await client.get(path)
+    assert rv.status_code == 200
+    return rv.json()
+
+
+# -- values and cookies ----------------------------------------------------------
+
+def test_values_survive_and_request_session_is_a_session(store):
+    async def main():
+        async with client_for(make_app(store)) as client:
+            await client.get("/set/user/ada")
+            assert await json_of(client, "/get/user") == "ada"
+            rv = await client.get("/public")
+            assert "set-cookie" not in rv.headers and "vary" not in rv.headers
+    run(main())
+    assert isinstance(Session({"a": 1}), dict)
+
+
+def test_a_tampered_cookie_starts_a_fresh_session(store):
+    async def main():
+        app = make_app(store)
+        async with client_for(app) as client:
+            await client.get("/set/user/ada")
+            value = client.cookies["session"]
+        flipped = value[:10] + ("A" if value[10] != "A" else "B") + value[11:]
+        async with client_for(app, flipped) as client:
+            assert await json_of(client, "/get/user") is None
+            await client.get("/set/user/mallory")
+            assert client.cookies["session"] not in (value, flipped)
+    run(main())
+
+
+def test_partitioned_cookie(store):
+    async def main():
+        app = make_app(store, https_only=True, same_site="none", partitioned=True)
+        async with client_for(app, base_url="https://testserver") as client:
+            rv = await client.get("/set/user/ada")
+            attributes = rv.headers["set-cookie"].split("; ")
+            assert {"partitioned", "secure", "samesite=none"} <= set(attributes)
+    run(main())
+
+
+def test_secret_rotation_with_fallback_secret_keys(store):
+    async def main():
+        async with client_for(make_app(store, secret_key="old key")) as client:
+            await client.get("/set/user/ada")
+            old_cookie = client.cookies["session"]
+        rotated = make_app(store, secret_key="new key", fallback_secret_keys=["old key"])
+        async with client_for(rotated, old_cookie) as client:
+            rv = await client.get("/get/user")
+            assert rv.json() == "ada" and "set-cookie" in rv.headers  # re-issued under the new key
+            new_cookie = client.cookies["session"]
+        async with client_for(make_app(store, secret_key="new key"), new_cookie) as client:
+            assert await json_of(client, "/get/user") == "ada"
+        async with client_for(make_app(store, secret_key="new key"), old_cookie) as client:
+            assert await json_of(client, "/get/user") is None
+    run(main())
+
+
+# -- the store -------------------------------------------------------------------
+
+def test_concurrent_requests_changing_different_keys_both_keep_their_change():
+    url = require_env("VISHNU_REDIS_URL")
+
+    async def main():
+        app = make_app(url)
+        async with client_for(app) as client:
+            await client.get("/set/seed/1")
+            cookie = client.cookies["session"]
+            async with client_for(app, cookie) as a, client_for(app, cookie) as b:
+                ra, rb = await asyncio.gather(a.get("/race/a"), b.get("/race/b"))
+            assert (ra.status_code, rb.status_code) == (200, 200)
+            assert [await json_of(client, "/get/" + k) for k in ("a", "b", "seed")] == ["a", "b", "1"]
+    run(main())
+
+
+def test_the_store_is_read_once_and_only_when_the_request_has_a_cookie():
+    counting = CountingStore()
+
+    async def main():
+        app = make_app(_vishnu.Store.python(counting))
+        async with client_for(app) as client:
+            await client.get("/public")
+            await client.get("/set/user/ada")
+            assert (counting.loads, counting.writes) == (0, 1)
+            assert await json_of(client, "/get/user") == "ada"
+            await client.get("/set/user/ada")  # the same value again: no write
+            assert (counting.loads, counting.writes) == (2, 1)
+    run(main())
+
+
+class SlowStore(CountingStore):
+    def load(self, key):
+        time.sleep(0.5)
+        return super().load(key)
+
+
+def test_store_io_never_blocks_the_event_loop():
+    slow = SlowStore()
+
+    async def main():
+        app = make_app(_vishnu.Store.python(slow))
+        async with client_for(app) as client:
+            await client.get("/set/user/ada")
+            ticks = 0
+
+            async def ticker():
+                nonlocal ticks
+                while True:
+                    await asyncio.sleep(0.01)
+                    ticks += 1
+
+            task = asyncio.ensure_future(ticker())
+            started = time.monotonic()
+            assert await json_of(client, "/get/user") == "ada"
+            elapsed = time.monotonic() - started
+            task.cancel()
+            assert elapsed >= 0.5 and ticks >= 20, (elapsed, ticks)
+    run(main())
+
+
+def test_a_store_failure_is_a_clean_500():
+    flaky = CountingStore()
+
+    async def main():
+        async with client_for(make_app(_vishnu.Store.python(flaky))) as client:
+            await client.get("/set/user/ada")
+            cookie = client.cookies["session"]
+            flaky.fail = True
+            for path in ("/get/user", "/set/user/bob"):
+                rv = await client.get(path)
+                assert (rv.status_code, rv.content) == (500, b"")
+                assert "set-cookie" not in rv.headers
+            flaky.fail = False
+            client.cookies.set("session", cookie, domain="testserver.local")
+            assert await json_of(client, "/get/user") == "ada"
+    run(main())
+
+
+def test_a_failure_while_saving_is_a_clean_500():
+    flaky = CountingStore()
+
+    async def main():
+        async with client_for(make_app(_vishnu.Store.python(flaky))) as client:
+            await client.get("/set/user/ada")
+            flaky.save = lambda *a: (_ for _ in ()).throw(ConnectionError("injected failure at 10.1.2.3"))
+            rv = await client.get("/set/user/bob")
+            assert (rv.status_code, rv.content) == (500, b"")
+            del flaky.save
+            assert await json_of(client, "/get/user") == "ada"
+    run(main())
+
+
+# -- id changes, websockets ------------------------------------------------------
+
+def test_login_cycles_the_id_and_logout_ends_the_session():
+    url = require_env("VISHNU_REDIS_URL")
+
+    async def main():
+        app = make_app(url)
+        async with client_for(app) as client:
+            await client.get("/set/cart/3")
+            before = client.cookies["session"]
+            await client.get("/login/ada")
+            after = client.cookies["session"]
+            assert after != before
+            assert [await json_of(client, "/get/" + k) for k in ("user", "cart")] == ["ada", "3"]
+            rv = await client.get("/logout")
+            assert "expires=Thu, 01 Jan 1970" in rv.headers["set-cookie"]
+        async with client_for(app, after) as replay:
+            assert await json_of(replay, "/get/user") is None
+    run(main())
+
+
+def test_a_websocket_reads_the_session_and_saves_its_changes():
+    app = make_app(require_env("VISHNU_REDIS_URL"))
+    with TestClient(app) as client:
+        client.get("/set/user/ada")
+        with client.websocket_connect("/ws") as ws:
+            assert ws.receive_json() == "ada"
+        assert client.get("/get/seen").json() == "by the websocket"
+
+
+# -- other frameworks --------------------------------------------------------------
+
+def test_a_session_is_shared_with_a_flask_app():
+    url = require_env("VISHNU_REDIS_URL")
+    flask_client = make_flask_app(url).test_client()
+    flask_client.get("/set/user/ada")
+
+    async def main():
+        async with client_for(make_app(url), cookie_of(flask_client)) as client:
+            assert await json_of(client, "/get/user") == "ada"
+            await client.get("/set/lang/en")
+    run(main())
+    assert flask_client.get("/get/lang").data == b"'en'"
+
+
+def test_fastapi_request_session():
+    fastapi = pytest.importorskip("fastapi")
+    app = fastapi.FastAPI()
+    app.add_middleware(SessionMiddleware, secret_key=SECRET, store=require_env("VISHNU_REDIS_URL"))
+
+    @app.get("/count")
+    async def count(request: fastapi.Request):
+        request.session["n"] = request.session.get("n", 0) + 1
+        return {"n": request.session["n"]}
+
+    async def main():
+        async with client_for(app) as client:
+            assert [(await client.get("/count")).json()["n"] for _ in range(3)] == [1, 2, 3]
+    run(main())
