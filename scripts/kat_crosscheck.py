@@ -50,6 +50,7 @@ EXPECTED = {
     "known_answer_sealed": "AwkJCQkJCQkJCQkJCWyQNL0FLVWf7GbJwm2Yi7W6w89v83n3eVNiWmyqZ91-T0kevwsnL2trCGxZ8vOGLPhQGhjILxUpeXCtcZEK0Po",
     "known_answer_legacy_sealed": "AgkJCQkJCQkJCQkJCeJd4-A-zQ74WUjY-Ey4HggxhUGQHQs4-ijro7oGM6cUxZLVejXQuXgD5ZUV19h81jkTXKpRhIzkKE3Vw9ZSlEw",
     "store key of [7; 16]": "a9fb41877a60250ed3670b3a13ee16819506608d3d89228e86711659186038eb",
+    "framework secret of b\"dev\"": "69aac76f008606bff8c51eefa0a159fead6e8ee6c3d76509117764fdeadf5763",
 }
 
 
@@ -135,6 +136,11 @@ def main():
             EXPECTED["known_answer_legacy_sealed"],
         ),
         "store key of [7; 16]": (store_key(STORE_KEY_ID), EXPECTED["store key of [7; 16]"]),
+        # The Flask, Django and Starlette fronts' secret from a framework key.
+        'framework secret of b"dev"': (
+            hkdf_sha256(b"vishnu framework secret v1", b"dev", b"session").hex(),
+            EXPECTED['framework secret of b"dev"'],
+        ),
     }
     sources = rust_sources()
     passed = failed = 0

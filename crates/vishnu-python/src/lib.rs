@@ -85,22 +85,13 @@ where
     pyo3_async_runtimes::tokio::future_into_py(py, future)
 }
 
-/// A framework's secret (any length) turned into a 32-byte vishnu secret
-/// with HKDF-SHA256; `purpose` separates the keys of different uses.
+/// A framework's secret key (any length) as a 32-byte vishnu secret
+/// (`vishnu::codec::framework_secret`: HKDF-SHA256).
 #[pyfunction]
-fn derive_secret<'py>(
-    py: Python<'py>,
-    material: &[u8],
-    purpose: &str,
-) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
-    if material.is_empty() {
-        return Err(PyValueError::new_err("the secret key must not be empty"));
-    }
-    let mut out = [0u8; 32];
-    hkdf::Hkdf::<sha2::Sha256>::new(Some(b"vishnu framework secret v1"), material)
-        .expand(purpose.as_bytes(), &mut out)
-        .map_err(|_| PyValueError::new_err("derive_secret: cannot derive 32 bytes"))?;
-    Ok(pyo3::types::PyBytes::new(py, &out))
+fn derive_secret<'py>(py: Python<'py>, key: &[u8]) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
+    let derived = vishnu::codec::framework_secret(key)
+        .ok_or_else(|| PyValueError::new_err("the secret key must not be empty"))?;
+    Ok(pyo3::types::PyBytes::new(py, &derived))
 }
 
 /// The session's values as a dict of JSON texts.

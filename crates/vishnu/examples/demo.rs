@@ -20,6 +20,11 @@
 //! A write with an id that a login cycled away, inside the grace window,
 //! answers 409 with no cookie. `GET /metrics` serves the session metrics in
 //! Prometheus' text format.
+//!
+//! The secret is `VISHNU_SECRET` (32+ bytes), or `VISHNU_FRAMEWORK_SECRET`: a
+//! Flask, Django or Starlette `SECRET_KEY`, derived as vishnu's framework
+//! fronts derive it, so that the demo shares their sessions (with
+//! `--cookie-name session`, their default, and the same store).
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -120,6 +120,26 @@ fn derive(ikm: &[u8], info: &[u8]) -> [u8; 32] {
     okm
 }
 
+/// The HKDF salt of [`framework_secret`]: a separate domain from the codec's own keys.
+const FRAMEWORK_SALT: &[u8] = b"vishnu framework secret v1";
+
+/// A web framework's secret key (Flask's and Django's `SECRET_KEY`,
+/// Starlette's `secret_key`: any length) turned into a 32-byte vishnu secret
+/// with HKDF-SHA256. vishnu's Flask, Django and Starlette fronts sign with
+/// this, so a Rust service that derives its secret the same way
+/// ([`ConfigBuilder::framework_secret`](crate::ConfigBuilder::framework_secret))
+/// shares their sessions. `None` for an empty key.
+pub fn framework_secret(key: &[u8]) -> Option<[u8; 32]> {
+    if key.is_empty() {
+        return None;
+    }
+    let mut okm = [0u8; 32];
+    Hkdf::<Sha256>::new(Some(FRAMEWORK_SALT), key)
+        .expand(b"session", &mut okm)
+        .ok()?;
+    Some(okm)
+}
+
 impl Codec {
     /// Builds a codec. `secrets[0]` signs; every secret verifies. When
     /// `encrypt_keys` is non-empty, `encrypt_keys[0]` seals and every key opens.
@@ -358,6 +378,17 @@ mod tests {
 
     // Known answers, cross-checked against an independent Python implementation
     // (hmac, hashlib and cryptography's AESGCMSIV and AESGCM): scripts/kat_crosscheck.py.
+    #[test]
+    fn known_answer_framework_secret() {
+        let derived = framework_secret(b"dev").expect("a non-empty key");
+        let hex: String = derived.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "69aac76f008606bff8c51eefa0a159fead6e8ee6c3d76509117764fdeadf5763"
+        );
+        assert_eq!(framework_secret(b""), None);
+    }
+
     #[test]
     fn known_answer_signed() {
         assert_eq!(

@@ -275,6 +275,22 @@ impl ConfigBuilder {
         self.fallback_secrets.push(secret.as_ref().to_vec());
         self
     }
+    /// The secret derived from a web framework's secret key of any length
+    /// (see [`codec::framework_secret`](crate::codec::framework_secret)), as
+    /// vishnu's Flask, Django and Starlette fronts derive it: a Rust service
+    /// given the same key, store and cookie name shares their sessions. An
+    /// empty key fails [`build`](ConfigBuilder::build) as too short.
+    pub fn framework_secret(self, key: impl AsRef<[u8]>) -> Self {
+        let derived = crate::codec::framework_secret(key.as_ref());
+        self.secret(derived.map(Vec::from).unwrap_or_default())
+    }
+    /// An older framework secret key still accepted, derived as for
+    /// [`framework_secret`](ConfigBuilder::framework_secret) (Django's
+    /// `SECRET_KEY_FALLBACKS`, Flask's `SECRET_KEY_FALLBACKS`).
+    pub fn framework_fallback_secret(self, key: impl AsRef<[u8]>) -> Self {
+        let derived = crate::codec::framework_secret(key.as_ref());
+        self.fallback_secret(derived.map(Vec::from).unwrap_or_default())
+    }
     /// The cookie name (default `vishnu`). `__Host-` names require secure, path
     /// `/` and no domain; `__Secure-` names require secure.
     pub fn cookie_name(mut self, name: impl Into<String>) -> Self {

@@ -5,18 +5,13 @@ from a framework's settings.
 A framework's secret may be any length (its own checks warn about weak
 ones); vishnu derives a 32-byte secret from it with HKDF-SHA256, so the same
 ``SECRET_KEY`` gives the same sessions in every front and process. A Rust
-service sharing those sessions uses ``derive_secret(SECRET_KEY)`` as its
-``Config::secret``.
+service shares those sessions with ``Config::builder().framework_secret(SECRET_KEY)``.
 """
 import threading
 
 from vishnu import _vishnu
 
 __all__ = ["derive_secret", "make_engine", "open_store"]
-
-#: The HKDF ``info`` of the signing secret; every front uses the same one so
-#: that a Flask, a Django and a Starlette app with one secret share sessions.
-PURPOSE = "session"
 
 _stores = {}
 _stores_lock = threading.Lock()
@@ -51,10 +46,10 @@ def _as_bytes(secret):
     raise TypeError("a secret key must be str or bytes, got %s" % type(secret).__name__)
 
 
-def derive_secret(secret, purpose=PURPOSE):
+def derive_secret(secret):
     """A framework's secret key (str or bytes, any length but not empty) as a
-    32-byte vishnu secret (HKDF-SHA256)."""
-    return _vishnu.derive_secret(_as_bytes(secret), purpose)
+    32-byte vishnu secret (HKDF-SHA256; in Rust, ``ConfigBuilder::framework_secret``)."""
+    return _vishnu.derive_secret(_as_bytes(secret))
 
 
 def make_engine(secret, *, fallback_secrets=(), store="memory", cookie_name="session",

@@ -137,10 +137,17 @@ async fn config(args: &Args) -> Result<Config, String> {
     let store = vishnu::store::open(&args.store)
         .await
         .map_err(|e| e.to_string())?;
-    let secret = std::env::var("VISHNU_SECRET")
-        .unwrap_or_else(|_| "demo secret: change me, at least 32 bytes long".into());
-    let mut builder = Config::builder()
-        .secret(secret)
+    let builder = Config::builder();
+    // VISHNU_FRAMEWORK_SECRET: a Flask/Django/Starlette SECRET_KEY, derived as
+    // vishnu's framework fronts derive it, to share their sessions.
+    let builder = match std::env::var("VISHNU_FRAMEWORK_SECRET") {
+        Ok(key) => builder.framework_secret(key),
+        Err(_) => builder.secret(
+            std::env::var("VISHNU_SECRET")
+                .unwrap_or_else(|_| "demo secret: change me, at least 32 bytes long".into()),
+        ),
+    };
+    let mut builder = builder
         .shared_store(store)
         .auto_save(true)
         // Without TLS the demo serves plain http on localhost, where browsers
