@@ -179,6 +179,30 @@ def test_a_write_with_a_key_cycled_away_by_a_login_is_refused_without_a_cookie(c
     assert value_of(client, "cart") == "apple"
 
 
+def test_a_read_with_a_key_cycled_away_by_a_login_leaves_the_cookie_alone(client):
+    # Django would delete the cookie of the empty session, which is the
+    # browser's new one by then: the engine sends no cookie, and neither does Django.
+    client.get("/set/cart/apple")
+    before = session_cookie(client)
+    client.get("/login/ada")
+    stale = Client()
+    stale.cookies[settings.SESSION_COOKIE_NAME] = before
+    response = stale.get("/get/user")
+    assert response.status_code == 200 and response.json()["value"] is None
+    assert settings.SESSION_COOKIE_NAME not in response.cookies
+
+
+def test_a_read_with_an_ended_key_removes_the_cookie(client):
+    client.get("/login/ada")
+    ended = session_cookie(client)
+    client.get("/logout")
+    stale = Client()
+    stale.cookies[settings.SESSION_COOKIE_NAME] = ended
+    response = stale.get("/get/user")
+    assert response.json()["value"] is None
+    assert response.cookies[settings.SESSION_COOKIE_NAME]["max-age"] == 0
+
+
 def test_logout_flushes_the_session_and_removes_the_cookie(client):
     client.get("/login/ada")
     key = session_cookie(client)
@@ -216,6 +240,13 @@ def test_a_session_signed_with_a_fallback_secret_still_loads(store):
     assert SessionStore(key).get("user") is None
     with override_settings(SECRET_KEY="the new secret", SECRET_KEY_FALLBACKS=["the old secret"]):
         assert SessionStore(key)["user"] == "ada"
+
+
+def test_the_store_is_read_when_a_session_store_is_made(store):
+    key = saved_session(a=1)
+    with override_settings(VISHNU_STORE="sqlite::memory:"):
+        assert not SessionStore().exists(key)
+    assert SessionStore(key)["a"] == 1
 
 
 # -- expiry and clearsessions ---------------------------------------------------------

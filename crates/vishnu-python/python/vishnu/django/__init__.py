@@ -94,6 +94,7 @@ class SessionStore(SessionBase):
         self._native_key = None
         self._stored = {}
         self._cleared = False
+        self._superseded = False
 
     @property
     def _engine(self):
@@ -110,6 +111,11 @@ class SessionStore(SessionBase):
         super().clear()
         self._cleared = True
 
+    def is_empty(self):
+        # SessionMiddleware deletes the cookie of an empty session; a request
+        # whose id a login cycled away must leave the browser's new cookie alone.
+        return super().is_empty() and not self._superseded
+
     # -- without I/O: what the methods below share -------------------------------
 
     def _begin(self, session_key):
@@ -123,9 +129,11 @@ class SessionStore(SessionBase):
         new session, or is refused when its id was cycled away meanwhile.
         """
         data = _values(entries)
-        stored = native is not None and native.is_stored()
-        if not stored:
+        if native is None or not native.is_stored():
             self._session_key = None
+            # The engine sends no cookie at all for an id that another
+            # request (a login) cycled away within its grace window.
+            self._superseded = native is not None and native.header() is None
         if not hasattr(self, "_session_cache"):
             self._adopt(native, data)
         return data
