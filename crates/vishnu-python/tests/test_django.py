@@ -7,6 +7,7 @@ Django's test Client, clearsessions, the async API and store failures.
 import asyncio
 import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -121,6 +122,21 @@ def test_concurrent_requests_changing_different_keys_both_persist(store):
     first.save()
     second.save()
     assert dict(SessionStore(key).items()) == {"a": 1, "b": 2}
+
+
+def test_simultaneous_requests_each_setting_a_key_all_persist(client):
+    client.get("/set/start/0")
+    cookie = session_cookie(client)
+
+    def request(i):
+        c = Client()
+        c.cookies[settings.SESSION_COOKIE_NAME] = cookie
+        return c.get("/set/k%d/%d" % (i, i)).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(request, range(16))) == [200] * 16
+    data = dict(SessionStore(cookie).items())
+    assert data == dict(start="0", **{"k%d" % i: str(i) for i in range(16)})
 
 
 def test_a_key_changed_in_place_is_saved(store):

@@ -1,4 +1,8 @@
-"""Django sessions on the vishnu engine: ``SESSION_ENGINE = "vishnu.django"``.
+"""Django sessions on the vishnu engine: one setting to switch, the app unchanged.
+
+    # settings.py
+    SESSION_ENGINE = "vishnu.django"
+    VISHNU_STORE = "redis://localhost:6379/0"     # default "memory"
 
 Settings, read whenever a ``SessionStore`` is made (so ``override_settings``
 works in tests):
@@ -68,8 +72,9 @@ def _engine_for(config):
             engine = _engines.get(config)
             if engine is None:
                 secret, fallbacks, store, age = config
+                # SessionMiddleware decides when to save, and writes the cookie itself.
                 engine = _framework.make_engine(
-                    secret, fallback_secrets=fallbacks, store=store, timeout=age)
+                    secret, fallback_secrets=fallbacks, store=store, timeout=age, auto_save=False)
                 _engines[config] = engine
     return engine
 
