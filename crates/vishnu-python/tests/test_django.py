@@ -195,6 +195,18 @@ def test_a_write_with_a_key_cycled_away_by_a_login_is_refused_without_a_cookie(c
     assert value_of(client, "cart") == "apple"
 
 
+def test_a_login_with_a_key_cycled_away_by_another_login_is_refused_without_a_cookie(client):
+    client.get("/set/cart/apple")
+    before = session_cookie(client)
+    client.get("/login/ada")
+    stale = Client(raise_request_exception=False)
+    stale.cookies[settings.SESSION_COOKIE_NAME] = before
+    response = stale.get("/login/eve")
+    assert response.status_code == 400
+    assert settings.SESSION_COOKIE_NAME not in response.cookies
+    assert value_of(client, "user") == "ada"
+
+
 def test_a_read_with_a_key_cycled_away_by_a_login_leaves_the_cookie_alone(client):
     # Django would delete the cookie of the empty session, which is the
     # browser's new one by then: the engine sends no cookie, and neither does Django.

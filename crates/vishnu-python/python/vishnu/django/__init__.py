@@ -22,10 +22,13 @@ signed session id. What Django's own backends do not do:
 - A save writes only the keys this request changed, merged by the engine
   under compare-and-set: two requests that change different keys of one
   session both keep theirs (Django ticket 21608).
-- ``cycle_key()`` is one atomic id change; the old key never again reads or
-  writes the session, and a request still carrying it for the engine's cycle
-  grace gets ``UpdateError`` on save (``SessionMiddleware`` answers 400,
-  without a cookie) instead of logging the browser out of its new session.
+- ``cycle_key()`` (login) is one atomic id change; the old key never again
+  reads or writes the session. A request that still carries it during the
+  engine's cycle grace (10 s; one that was in flight during the login) does
+  not log the browser out of its new session: it sees no session, leaves the
+  cookie alone, and a write is refused (its save raises ``UpdateError`` and
+  its ``cycle_key()`` ``SessionInterrupted``: Django answers 400, without a
+  cookie).
 - A session deleted by another request is never brought back by a save.
 
 ``manage.py clearsessions`` removes expired sessions (``clear_expired``).
@@ -38,6 +41,7 @@ import threading
 
 from django.conf import settings
 from django.contrib.sessions.backends.base import SessionBase, UpdateError
+from django.contrib.sessions.exceptions import SessionInterrupted
 
 from vishnu import _framework
 from vishnu._vishnu import SessionTerminated, Superseded
@@ -223,15 +227,15 @@ class SessionStore(SessionBase):
     def cycle_key(self):
         data, age = self._session, self.get_expiry_age()
         native = None if self.session_key is None else (self._current() or self._attach())
-        if native is None or not native.is_stored():
-            return self.create()
-        try:
-            with _refused_as_update_error(ended=False):
+        with _interrupted_when_refused():
+            if native is None or not native.is_stored():
+                return self.create()
+            try:
                 self._write(native, data, age, fresh=False, write=native.cycle_id)
-        except SessionTerminated:
-            # Ended by another request meanwhile: as with Django's own
-            # backends, the data goes on in a new session.
-            return self.create()
+            except SessionTerminated:
+                # Ended by another request meanwhile: as with Django's own
+                # backends, the data goes on in a new session.
+                return self.create()
         self.modified = True
 
     def delete(self, session_key=None):
@@ -292,13 +296,13 @@ class SessionStore(SessionBase):
     async def acycle_key(self):
         data, age = await self._aget_session(), await self.aget_expiry_age()
         native = None if self.session_key is None else (self._current() or await self._aattach())
-        if native is None or not native.is_stored():
-            return await self.acreate()
-        try:
-            with _refused_as_update_error(ended=False):
+        with _interrupted_when_refused():
+            if native is None or not native.is_stored():
+                return await self.acreate()
+            try:
                 await self._awrite(native, data, age, fresh=False, write=native.acycle_id)
-        except SessionTerminated:
-            return await self.acreate()
+            except SessionTerminated:
+                return await self.acreate()
         self.modified = True
 
     async def adelete(self, session_key=None):
@@ -331,12 +335,25 @@ def _values(entries):
 
 
 @contextlib.contextmanager
-def _refused_as_update_error(ended=True):
-    """The engine refusing a write becomes Django's ``UpdateError``, which
+def _refused_as_update_error():
+    """The engine refusing a save becomes Django's ``UpdateError``, which
     ``SessionMiddleware`` answers 400 without a cookie: the session ended in
-    another request (``ended``), or this request's id was cycled away."""
-    refused = (SessionTerminated, Superseded) if ended else (Superseded,)
+    another request, or this request's id was cycled away (a login)."""
     try:
         yield
-    except refused:
+    except (SessionTerminated, Superseded):
         raise UpdateError from None
+
+
+@contextlib.contextmanager
+def _interrupted_when_refused():
+    """A ``cycle_key()`` the engine refuses (this request's id was cycled away
+    by another request, a login) is Django's ``SessionInterrupted``: a 400,
+    as ``SessionMiddleware`` answers a refused save, not a 500."""
+    try:
+        yield
+    except (Superseded, UpdateError):
+        raise SessionInterrupted(
+            "The request's session was changed by a concurrent request (a login, "
+            "for example) before the request completed."
+        ) from None
