@@ -2,7 +2,8 @@
 //!
 //! `vishnu-bench [--quick] [--suite NAME]...` prints a JSON list of rows
 //! `{"suite", "scenario", "library", "metric", "value", "unit"}` on stdout.
-//! Suites: `rust-inprocess`, `scale` (and `scale-sql` with VISHNU_POSTGRES_URL set).
+//! Suites: `rust-inprocess`, `rust-redis` (VISHNU_REDIS_URL), `rust-redis-cluster`
+//! (VISHNU_REDIS_CLUSTER_URL), `scale` (and `scale-sql` with VISHNU_POSTGRES_URL set).
 //! Run it through `scripts/bench.sh`, which builds in release mode, starts the
 //! servers and merges the Python rows.
 
@@ -69,6 +70,7 @@ fn main() {
         match suite {
             "rust-inprocess" => rows.extend(inprocess::run(quick)),
             "rust-redis" => rows.extend(redis::run(quick)),
+            "rust-redis-cluster" => rows.extend(redis::run_cluster(quick)),
             "scale" => rows.extend(scale::memory(quick)),
             "scale-sql" => rows.extend(scale::sql(quick)),
             other => {

@@ -1,5 +1,18 @@
 //! With a real Redis on loopback: 64 requests in flight, read and write, per library.
-//! Round trips per request are counted on the server (INFO commandstats before and after).
+//!
+//! Suites: `rust-redis` (VISHNU_REDIS_URL: `floor`, vishnu, tower-sessions,
+//! actix-session) and `rust-redis-cluster` (VISHNU_REDIS_CLUSTER_URL: `floor`
+//! and vishnu on the 3-master cluster). The `floor` drives the same client as
+//! vishnu (redis-rs, one multiplexed connection) through the same axum app
+//! shape with the same round trips and no session logic: `read` is one `GET`
+//! of a record-sized value, `write` a `GET` then a `SET`.
+//!
+//! The libraries run in interleaved rounds (every library once per round), so
+//! that a burst of other work on the machine hits all of them alike; a row is
+//! the median over the rounds. Round trips per request are counted by a proxy
+//! in a separate, shorter run. `VISHNU_BENCH_ONLY=LIBRARY` runs one library
+//! alone, `VISHNU_BENCH_SCENARIO=read|write` one scenario, and
+//! `VISHNU_BENCH_ROUNDS` / `VISHNU_BENCH_PER_TASK` override the counts (for a profiler).
 
 use std::time::{Duration, Instant};
 
@@ -123,6 +136,7 @@ impl RespCounter {
     }
 }
 
+/// One timed run: `requests` in `elapsed`, each request's latency.
 struct Outcome {
     requests: u64,
     elapsed: Duration,
@@ -130,51 +144,52 @@ struct Outcome {
     calls: u64,
 }
 
-fn report(rows: &mut Vec<Value>, scenario: &str, library: &str, o: Outcome) {
-    let mut lat = o.latencies;
+fn percentile(lat: &mut [Duration], q: usize) -> f64 {
     lat.sort();
-    let p = |q: usize| lat[(lat.len() * q / 100).min(lat.len() - 1)].as_secs_f64() * 1e6;
-    rows.push(row(
-        SUITE,
-        scenario,
-        library,
-        "requests_per_s",
-        o.requests as f64 / o.elapsed.as_secs_f64(),
-        "1/s",
-    ));
-    rows.push(row(SUITE, scenario, library, "p50_us", p(50), "us"));
-    rows.push(row(SUITE, scenario, library, "p99_us", p(99), "us"));
-    rows.push(row(
-        SUITE,
-        scenario,
-        library,
-        "round_trips",
-        o.calls as f64 / o.requests as f64,
-        "1/request",
-    ));
+    lat[(lat.len() * q / 100).min(lat.len() - 1)].as_secs_f64() * 1e6
 }
 
-/// Runs `per_task` requests on each of 64 concurrent loops, one session (cookie) each.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// The rows of one library in one scenario: the median over the rounds of
+/// each round's requests/s, p50 and p99, and the counted round trips.
+fn report(
+    suite: &str,
+    scenario: &str,
+    library: &str,
+    rounds: Vec<Outcome>,
+    round_trips: Option<f64>,
+) -> Vec<Value> {
+    let mut rps = Vec::new();
+    let mut p50 = Vec::new();
+    let mut p99 = Vec::new();
+    for mut o in rounds {
+        rps.push(o.requests as f64 / o.elapsed.as_secs_f64());
+        p50.push(percentile(&mut o.latencies, 50));
+        p99.push(percentile(&mut o.latencies, 99));
+    }
+    let mut rows = vec![
+        row(suite, scenario, library, "requests_per_s", median(rps), "1/s"),
+        row(suite, scenario, library, "p50_us", median(p50), "us"),
+        row(suite, scenario, library, "p99_us", median(p99), "us"),
+    ];
+    if let Some(rt) = round_trips {
+        rows.push(row(suite, scenario, library, "round_trips", rt, "1/request"));
+    }
+    rows
+}
+
+/// Runs `per_task` requests on each of 64 concurrent loops, one cookie each.
 async fn axum_load(
     proxy: Option<&Proxy>,
     app: Router,
+    cookies: Vec<HeaderValue>,
     path: &'static str,
     per_task: usize,
 ) -> Outcome {
-    // One session per in-flight loop, created before measuring.
-    let mut cookies = Vec::new();
-    for _ in 0..IN_FLIGHT {
-        let res = app
-            .clone()
-            .oneshot(Request::get("/write").body(Body::empty()).expect("req"))
-            .await
-            .expect("infallible");
-        let set = res.headers()[header::SET_COOKIE]
-            .to_str()
-            .expect("ascii")
-            .to_owned();
-        cookies.push(HeaderValue::from_str(set.split(';').next().expect("pair")).expect("header"));
-    }
     let before = proxy.map_or(0, Proxy::count);
     let start = Instant::now();
     let loops = cookies.into_iter().map(|cookie| {
@@ -209,6 +224,24 @@ async fn axum_load(
     }
 }
 
+/// One session per in-flight loop, created (by a first `/write`) before measuring.
+async fn session_cookies(app: &Router) -> Vec<HeaderValue> {
+    let mut cookies = Vec::new();
+    for _ in 0..IN_FLIGHT {
+        let res = app
+            .clone()
+            .oneshot(Request::get("/write").body(Body::empty()).expect("req"))
+            .await
+            .expect("infallible");
+        let set = res.headers()[header::SET_COOKIE]
+            .to_str()
+            .expect("ascii")
+            .to_owned();
+        cookies.push(HeaderValue::from_str(set.split(';').next().expect("pair")).expect("header"));
+    }
+    cookies
+}
+
 fn vishnu_app(store: vishnu::RedisStore) -> Router {
     use vishnu::{Config, Session, SessionLayer};
     let config = Config::builder()
@@ -239,6 +272,88 @@ fn vishnu_app(store: vishnu::RedisStore) -> Router {
             }),
         )
         .layer(SessionLayer::new(config))
+}
+
+/// A value the size of a small session record (vishnu's record of `{"n": N}`).
+const FLOOR_VALUE: &str = r#"{"v":1,"data":{"n":1},"created_at":1764480000000,"last_access":1764480000000,"expires_at":1764566400000,"version":1}"#;
+
+/// The floor: the same client and round trips, no session logic. The cookie's
+/// value names the key.
+fn floor_app<C>(connection: C) -> Router
+where
+    C: ::redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
+{
+    fn key(headers: &http::HeaderMap) -> String {
+        let cookie = headers
+            .get(header::COOKIE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("floor=0");
+        format!("floor:{}", cookie.trim_start_matches("floor="))
+    }
+    let reading = connection.clone();
+    Router::new()
+        .route(
+            "/read",
+            get(move |headers: http::HeaderMap| {
+                let mut c = reading.clone();
+                async move {
+                    let value: Option<Vec<u8>> = ::redis::cmd("GET")
+                        .arg(key(&headers))
+                        .query_async(&mut c)
+                        .await
+                        .expect("GET");
+                    value.map_or(0, |v| v.len()).to_string()
+                }
+            }),
+        )
+        .route(
+            "/write",
+            get(move |headers: http::HeaderMap| {
+                let mut c = connection.clone();
+                async move {
+                    let key = key(&headers);
+                    let value: Option<Vec<u8>> = ::redis::cmd("GET")
+                        .arg(&key)
+                        .query_async(&mut c)
+                        .await
+                        .expect("GET");
+                    let value = value.unwrap_or_else(|| FLOOR_VALUE.as_bytes().to_vec());
+                    let () = ::redis::cmd("SET")
+                        .arg(&key)
+                        .arg(value)
+                        .arg("EX")
+                        .arg(86_400)
+                        .query_async(&mut c)
+                        .await
+                        .expect("SET");
+                    "ok".to_owned()
+                }
+            }),
+        )
+}
+
+fn floor_cookies() -> Vec<HeaderValue> {
+    (0..IN_FLIGHT)
+        .map(|i| HeaderValue::from_str(&format!("floor={i}")).expect("header"))
+        .collect()
+}
+
+async fn floor_router(url: &str) -> Router {
+    if let Some(nodes) = url.strip_prefix("redis+cluster://") {
+        let nodes: Vec<String> = nodes
+            .split(',')
+            .map(|n| format!("redis://{}", n.trim_end_matches('/')))
+            .collect();
+        let client = ::redis::cluster::ClusterClient::new(nodes).expect("cluster client");
+        floor_app(client.get_async_connection().await.expect("cluster"))
+    } else {
+        let client = ::redis::Client::open(url).expect("redis url");
+        floor_app(
+            ::redis::aio::ConnectionManager::new(client)
+                .await
+                .expect("redis"),
+        )
+    }
 }
 
 async fn tower_sessions_app(url: &str) -> Router {
@@ -352,57 +467,129 @@ fn actix(url: &str, path: &'static str, per_task: usize, counting: bool) -> Outc
     })
 }
 
-/// Runs the suite against the Redis at VISHNU_REDIS_URL.
-pub fn run(quick: bool) -> Vec<Value> {
-    let Ok(url) = std::env::var("VISHNU_REDIS_URL") else {
-        eprintln!("rust-redis: VISHNU_REDIS_URL not set; skipped");
-        return Vec::new();
+/// One run of `library` against `url` (through the counting proxy when `counting`).
+fn run_once(
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    library: &str,
+    path: &'static str,
+    per_task: usize,
+    counting: bool,
+) -> Outcome {
+    if library == "actix-session" {
+        return actix(url, path, per_task, counting);
+    }
+    rt.block_on(async {
+        let proxy = if counting {
+            Some(Proxy::start(url).await)
+        } else {
+            None
+        };
+        let target = proxy.as_ref().map_or(url.to_owned(), |p| p.url.clone());
+        let (app, cookies) = match library {
+            "floor" => {
+                let app = floor_router(&target).await;
+                (app, floor_cookies())
+            }
+            "vishnu" => {
+                let store = vishnu::RedisStore::from_url(&target)
+                    .await
+                    .expect("vishnu redis");
+                let app = vishnu_app(store);
+                let cookies = session_cookies(&app).await;
+                (app, cookies)
+            }
+            _ => {
+                let app = tower_sessions_app(&target).await;
+                let cookies = session_cookies(&app).await;
+                (app, cookies)
+            }
+        };
+        if library == "floor" {
+            // The floor's keys exist before measuring, as the sessions do.
+            for cookie in &cookies {
+                let res = app
+                    .clone()
+                    .oneshot(
+                        Request::get("/write")
+                            .header(header::COOKIE, cookie.clone())
+                            .body(Body::empty())
+                            .expect("req"),
+                    )
+                    .await
+                    .expect("infallible");
+                assert!(res.status().is_success());
+            }
+        }
+        axum_load(proxy.as_ref(), app, cookies, path, per_task).await
+    })
+}
+
+fn suite(suite: &str, url: &str, libraries: &[&str], quick: bool) -> Vec<Value> {
+    let (rounds, per_task) = if quick { (5, 200) } else { (9, 500) };
+    let env = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
     };
-    let per_task = if quick { 50 } else { 500 };
+    let (rounds, per_task) = (
+        env("VISHNU_BENCH_ROUNDS", rounds),
+        env("VISHNU_BENCH_PER_TASK", per_task),
+    );
+    let only = std::env::var("VISHNU_BENCH_ONLY").ok();
+    let only_scenario = std::env::var("VISHNU_BENCH_SCENARIO").ok();
+    let libraries: Vec<&str> = libraries
+        .iter()
+        .copied()
+        .filter(|l| only.as_deref().is_none_or(|o| o == *l))
+        .collect();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     let mut rows = Vec::new();
-    // Throughput and latency straight to Redis; round trips in a separate,
-    // shorter run through the counting proxy (which would otherwise be the bottleneck).
     for (scenario, path) in [("read", "/read"), ("write", "/write")] {
-        for library in ["vishnu", "tower-sessions", "actix-session"] {
-            let run_once = |counting: bool, per_task: usize| -> Outcome {
-                if library == "actix-session" {
-                    return actix(&url, path, per_task, counting);
-                }
-                rt.block_on(async {
-                    let proxy = if counting {
-                        Some(Proxy::start(&url).await)
-                    } else {
-                        None
-                    };
-                    let target = proxy.as_ref().map_or(url.clone(), |p| p.url.clone());
-                    let app = if library == "vishnu" {
-                        vishnu_app(
-                            vishnu::RedisStore::from_url(&target)
-                                .await
-                                .expect("vishnu redis"),
-                        )
-                    } else {
-                        tower_sessions_app(&target).await
-                    };
-                    axum_load(proxy.as_ref(), app, path, per_task).await
-                })
-            };
-            let timed = run_once(false, per_task);
-            let counted = run_once(true, 10);
-            report(
-                &mut rows,
-                scenario,
-                library,
-                Outcome {
-                    calls: counted.calls * timed.requests / counted.requests.max(1),
-                    ..timed
-                },
-            );
+        if only_scenario.as_deref().is_some_and(|o| o != scenario) {
+            continue;
+        }
+        let mut outcomes: Vec<Vec<Outcome>> = libraries.iter().map(|_| Vec::new()).collect();
+        for _ in 0..rounds {
+            for (i, library) in libraries.iter().enumerate() {
+                outcomes[i].push(run_once(&rt, url, library, path, per_task, false));
+            }
+        }
+        for (library, rounds) in libraries.iter().zip(outcomes) {
+            // The proxy forwards to one server: the cluster's round trips are not counted.
+            let round_trips = (!url.starts_with("redis+cluster://")).then(|| {
+                let counted = run_once(&rt, url, library, path, 10, true);
+                counted.calls as f64 / counted.requests.max(1) as f64
+            });
+            rows.extend(report(suite, scenario, library, rounds, round_trips));
         }
     }
     rows
+}
+
+/// Runs the `rust-redis` suite against the Redis at VISHNU_REDIS_URL.
+pub fn run(quick: bool) -> Vec<Value> {
+    let Ok(url) = std::env::var("VISHNU_REDIS_URL") else {
+        eprintln!("rust-redis: VISHNU_REDIS_URL not set; skipped");
+        return Vec::new();
+    };
+    suite(
+        SUITE,
+        &url,
+        &["floor", "vishnu", "tower-sessions", "actix-session"],
+        quick,
+    )
+}
+
+/// Runs the `rust-redis-cluster` suite against the cluster at VISHNU_REDIS_CLUSTER_URL.
+pub fn run_cluster(quick: bool) -> Vec<Value> {
+    let Ok(url) = std::env::var("VISHNU_REDIS_CLUSTER_URL") else {
+        eprintln!("rust-redis-cluster: VISHNU_REDIS_CLUSTER_URL not set; skipped");
+        return Vec::new();
+    };
+    suite("rust-redis-cluster", &url, &["floor", "vishnu"], quick)
 }

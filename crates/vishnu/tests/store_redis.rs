@@ -88,6 +88,78 @@ mod standalone {
         );
     }
 
+    // The layout changed from a hash (record, version, last_access, expires_at)
+    // to one string: sessions stored before the upgrade keep working.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn records_of_the_earlier_hash_layout_are_read_saved_and_touched() {
+        let _servers = kv::SERVERS.read().await;
+        let Some(url) = kv::env_or_skip("VISHNU_REDIS_URL", SCRIPT) else {
+            return;
+        };
+        let store = RedisStore::from_url(&url).await.expect("connect");
+        let client = redis::Client::open(url.as_str()).expect("url");
+        let mut raw = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect");
+        let key = c::fresh_key();
+        let redis_key = format!("vishnu:{}", key.as_str());
+        let mut rec = c::record(7, Duration::from_secs(60));
+        rec.version = 3;
+        let _: () = redis::cmd("HSET")
+            .arg(&redis_key)
+            .arg("record")
+            .arg(rec.to_json())
+            .arg("version")
+            .arg(3)
+            .arg("last_access")
+            .arg(rec.last_access)
+            .arg("expires_at")
+            .arg(rec.expires_at)
+            .query_async(&mut raw)
+            .await
+            .expect("HSET");
+        let _: () = redis::cmd("PEXPIREAT")
+            .arg(&redis_key)
+            .arg(rec.expires_at)
+            .query_async(&mut raw)
+            .await
+            .expect("PEXPIREAT");
+
+        assert_eq!(store.load(&key).await.expect("load"), Some(rec.clone()));
+        let later = rec.expires_at + 60_000;
+        assert!(store
+            .touch(&key, rec.last_access + 1, later)
+            .await
+            .expect("touch"));
+        let touched = store.load(&key).await.expect("load").expect("present");
+        assert_eq!(
+            (touched.last_access, touched.expires_at, touched.version),
+            (rec.last_access + 1, later, 3)
+        );
+
+        let mut next = touched.clone();
+        next.version = 4;
+        next.data.insert("n".into(), 8.into());
+        assert_eq!(
+            store.save(&key, &next, 2).await.expect("save"),
+            vishnu::SaveOutcome::Conflict
+        );
+        assert_eq!(
+            store.save(&key, &next, 3).await.expect("save"),
+            vishnu::SaveOutcome::Saved
+        );
+        let kind: String = redis::cmd("TYPE")
+            .arg(&redis_key)
+            .query_async(&mut raw)
+            .await
+            .expect("TYPE");
+        assert_eq!(kind, "string", "the first save rewrites it in the new layout");
+        assert_eq!(store.load(&key).await.expect("load"), Some(next));
+        store.delete(&key).await.expect("delete");
+        assert_eq!(store.load(&key).await.expect("load"), None);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn prefixes_keep_applications_apart() {
         let _servers = kv::SERVERS.read().await;

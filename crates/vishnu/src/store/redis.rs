@@ -17,29 +17,37 @@
 //! ```
 //!
 //! ## What is stored
-//! One hash per session, under `{prefix}{store key}` (prefix `vishnu:` by default):
+//! One string per session, under `{prefix}{store key}` (prefix `vishnu:` by
+//! default): a fixed-width header, then the record as [`Record::to_json`]
+//! writes it (the encoding every front shares):
 //!
-//! | field | content |
-//! | --- | --- |
-//! | `record` | the record as [`Record::to_json`] writes it (the encoding every front shares) |
-//! | `version` | the record's version as decimal text: the compare-and-set reads only this |
-//! | `last_access`, `expires_at` | milliseconds since the epoch; they win over the copies inside `record` |
+//! ```text
+//! 00000000000000000007 0001764480000000 0001764566400000 {"v":1,"data":{...},...}
+//! version (20 digits)  last_access (16) expires_at (16)  record JSON
+//! ```
 //!
-//! Keeping the version and the times beside the JSON lets [`touch`](SessionStore::touch)
-//! extend a session without rewriting (or re-encoding) its data, and lets
-//! [`save`](SessionStore::save) compare versions without decoding JSON in Lua.
+//! The header's version and times win over the copies inside the JSON. The
+//! compare-and-set of [`save`](SessionStore::save) reads only the version
+//! (`GETRANGE`), and [`touch`](SessionStore::touch) rewrites only the times in
+//! place (`SETRANGE`): neither copies, decodes or re-encodes the data.
 //!
-//! Every write sets a native TTL ending at `expires_at` (`PEXPIREAT`), so Redis
-//! forgets expired sessions by itself: [`delete_expired`](SessionStore::delete_expired)
-//! does nothing and returns [`Cleanup::default()`]. A session not used for a
-//! while is forgotten at its `expires_at` like any other.
+//! Every write sets a native TTL ending at `expires_at` (`PXAT`, `PEXPIREAT`),
+//! so Redis forgets expired sessions by itself:
+//! [`delete_expired`](SessionStore::delete_expired) does nothing and returns
+//! [`Cleanup::default()`]. A session not used for a while is forgotten at its
+//! `expires_at` like any other. `SET … PXAT` needs Redis 6.2 or later.
+//!
+//! Records of the earlier layout (a hash with the fields `record`, `version`,
+//! `last_access` and `expires_at`) are still read, saved and touched; their
+//! first save rewrites them in this layout.
 //!
 //! ## Round trips
-//! `load` is one `HMGET`, `delete` one `DEL`; `create`, `save` and `touch` are
-//! each one Lua script (`EVALSHA`), which makes the check and the write atomic on
-//! the server. The first call of a script after a server restart costs one more
-//! round trip to load it. Every script touches a single key, so under Redis
-//! Cluster it runs on the node that owns the key's slot.
+//! `load` is one `GET`, `create` one `SET … NX PXAT`, `delete` one `DEL`;
+//! `save` and `touch` are each one Lua script (`EVALSHA`), which makes the check
+//! and the write atomic on the server. The first call of a script after a
+//! server restart costs one more round trip to load it. Every command and
+//! script touches a single key, so under Redis Cluster it runs on the node
+//! that owns the key's slot.
 //!
 //! ## Failures
 //! The connection is opened once and shared by every clone of the store; it
@@ -54,6 +62,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::io::Write as _;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -79,31 +88,31 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 /// cannot hold the shared reconnection for minutes of OS-level TCP timeouts.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// `KEYS[1]` key; `ARGV` record JSON, version, last_access, expires_at.
-/// Returns 1 when the record was written, 0 when the key is taken.
-static CREATE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'record', ARGV[1], 'version', ARGV[2],
-           'last_access', ARGV[3], 'expires_at', ARGV[4])
-redis.call('PEXPIREAT', KEYS[1], ARGV[4])
-return 1
-",
-    )
-});
+/// The header before the record JSON: version, last_access and expires_at,
+/// each zero-padded to a fixed width and followed by a space.
+const HEADER_LEN: usize = 20 + 1 + 16 + 1 + 16 + 1;
 
-/// `KEYS[1]` key; `ARGV` expected version, record JSON, new version, last_access, expires_at.
-/// Versions are compared as decimal text: exact for every u64, unlike Lua numbers.
+/// Millisecond times in the header are capped at 2^53 - 1 (16 digits, and
+/// exact as a Lua number): the year 287396.
+const MAX_HEADER_MILLIS: Millis = (1 << 53) - 1;
+
+/// `KEYS[1]` key; `ARGV` expected version (20 digits), header + record JSON,
+/// expires_at. Returns 0 when there is no record, 1 on a version conflict, 2
+/// when the record was written. A record of the earlier hash layout is
+/// compared by its `version` field and rewritten in the string layout.
 static SAVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local current = redis.call('HGET', KEYS[1], 'version')
-if not current then return 0 end
-if current ~= ARGV[1] then return 1 end
-redis.call('HSET', KEYS[1], 'record', ARGV[2], 'version', ARGV[3],
-           'last_access', ARGV[4], 'expires_at', ARGV[5])
-redis.call('PEXPIREAT', KEYS[1], ARGV[5])
+local current = redis.pcall('GETRANGE', KEYS[1], 0, 19)
+if type(current) == 'table' then
+  current = redis.call('HGET', KEYS[1], 'version')
+  if not current then return 0 end
+  if current ~= string.match(ARGV[1], '^0*(%d+)$') then return 1 end
+  redis.call('DEL', KEYS[1])
+elseif current == '' then return 0
+elseif current ~= ARGV[1] then return 1
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
 return 2
 ",
     )
@@ -112,20 +121,34 @@ const SAVE_MISSING: i64 = 0;
 const SAVE_CONFLICT: i64 = 1;
 const SAVE_SAVED: i64 = 2;
 
-/// `KEYS[1]` key; `ARGV` last_access, expires_at. Returns 0 when there is no record.
-/// Neither time moves backwards (see `SessionStore::touch`). Millisecond times
-/// stay below 2^53, so Lua numbers compare them exactly.
+/// `KEYS[1]` key; `ARGV` last_access, expires_at (16 digits each). Returns 0
+/// when there is no record. Neither time moves backwards (see
+/// `SessionStore::touch`). Millisecond times stay below 2^53, so Lua numbers
+/// compare them exactly. Touches a record of the earlier hash layout in place.
 static TOUCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local current = redis.call('HMGET', KEYS[1], 'last_access', 'expires_at')
-if not current[1] then return 0 end
-if tonumber(ARGV[1]) > (tonumber(current[1]) or 0) then
-  redis.call('HSET', KEYS[1], 'last_access', ARGV[1])
+local la, ea = tonumber(ARGV[1]), tonumber(ARGV[2])
+local head = redis.pcall('GETRANGE', KEYS[1], 0, 53)
+if type(head) == 'table' then
+  local current = redis.call('HMGET', KEYS[1], 'last_access', 'expires_at')
+  if not current[1] then return 0 end
+  if la > (tonumber(current[1]) or 0) then
+    redis.call('HSET', KEYS[1], 'last_access', tostring(la))
+  end
+  if ea > (tonumber(current[2]) or 0) then
+    redis.call('HSET', KEYS[1], 'expires_at', tostring(ea))
+    redis.call('PEXPIREAT', KEYS[1], ea)
+  end
+  return 1
 end
-if tonumber(ARGV[2]) > (tonumber(current[2]) or 0) then
-  redis.call('HSET', KEYS[1], 'expires_at', ARGV[2])
-  redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+if string.len(head) < 54 then return 0 end
+if la > (tonumber(string.sub(head, 22, 37)) or 0) then
+  redis.call('SETRANGE', KEYS[1], 21, ARGV[1])
+end
+if ea > (tonumber(string.sub(head, 39, 54)) or 0) then
+  redis.call('SETRANGE', KEYS[1], 38, ARGV[2])
+  redis.call('PEXPIREAT', KEYS[1], ea)
 end
 return 1
 ",
@@ -279,19 +302,64 @@ impl RedisStore {
     /// was sent, and the refusal may be the attempt cached from before the
     /// server came back, so the retry is both safe and what makes the store
     /// recover on the first call after an outage.
-    async fn run<T, F, Fut>(&self, operation: &str, mut request: F) -> Result<T, StoreError>
+    async fn run<T, F, Fut>(&self, operation: &str, request: F) -> Result<T, StoreError>
+    where
+        F: FnMut(Connection) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        self.run_raw(request)
+            .await?
+            .map_err(|e| self.failure(operation, &e))
+    }
+
+    /// [`run`](Self::run) that leaves the server's answer unmapped, for a
+    /// caller that handles some errors itself; only a timeout is an `Err`.
+    async fn run_raw<T, F, Fut>(&self, mut request: F) -> Result<Result<T, RedisError>, StoreError>
     where
         F: FnMut(Connection) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
         let attempts = async {
-            match request(self.connection.clone()).await {
+            Ok(match request(self.connection.clone()).await {
                 Err(e) if e.is_connection_refusal() => request(self.connection.clone()).await,
                 other => other,
-            }
-            .map_err(|e| self.failure(operation, &e))
+            })
         };
         super::bounded(self.timeout, attempts).await
+    }
+
+    /// Loads a record of the earlier layout: a hash with the fields `record`,
+    /// `version`, `last_access` and `expires_at`.
+    async fn load_legacy(&self, redis_key: &str) -> Result<Option<Record>, StoreError> {
+        let mut cmd = ::redis::cmd("HMGET");
+        cmd.arg(redis_key)
+            .arg("record")
+            .arg("version")
+            .arg("last_access")
+            .arg("expires_at");
+        let cmd = &cmd;
+        let fields: Vec<Option<Vec<u8>>> = self
+            .run("load", |mut c| async move { cmd.query_async(&mut c).await })
+            .await?;
+        let [json, version, last_access, expires_at]: [Option<Vec<u8>>; 4] =
+            fields.try_into().map_err(|fields: Vec<_>| {
+                StoreError::Corrupt(format!("HMGET returned {} fields, not 4", fields.len()))
+            })?;
+        let Some(json) = json else {
+            return Ok(None);
+        };
+        let mut record = Record::from_json(&json)
+            .map_err(|e| StoreError::Corrupt(format!("record at {redis_key}: {e}")))?;
+        if let Some(version) = version {
+            record.version = parse_number("version", &version)?;
+        }
+        if let Some(last_access) = last_access {
+            record.last_access = parse_number("last_access", &last_access)?;
+        }
+        if let Some(expires_at) = expires_at {
+            record.expires_at = parse_number("expires_at", &expires_at)?;
+        }
+        Ok(Some(record))
     }
 
     fn failure(&self, operation: &str, e: &RedisError) -> StoreError {
@@ -313,48 +381,52 @@ impl SessionStore for RedisStore {
         "redis"
     }
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
-        let mut cmd = ::redis::cmd("HMGET");
-        cmd.arg(self.key(key))
-            .arg("record")
-            .arg("last_access")
-            .arg("expires_at");
+        let redis_key = self.key(key);
+        let mut cmd = ::redis::cmd("GET");
+        cmd.arg(&redis_key);
         let cmd = &cmd;
-        let fields: Vec<Option<Vec<u8>>> = self
-            .run("load", |mut c| async move { cmd.query_async(&mut c).await })
-            .await?;
-        let [json, last_access, expires_at]: [Option<Vec<u8>>; 3] =
-            fields.try_into().map_err(|fields: Vec<_>| {
-                StoreError::Corrupt(format!("HMGET returned {} fields, not 3", fields.len()))
-            })?;
-        let Some(json) = json else {
+        let value: Option<Vec<u8>> = match self
+            .run_raw(|mut c| async move { cmd.query_async(&mut c).await })
+            .await?
+        {
+            Err(e) if e.code() == Some("WRONGTYPE") => {
+                return self.load_legacy(&redis_key).await;
+            }
+            other => other.map_err(|e| self.failure("load", &e))?,
+        };
+        let Some(value) = value else {
             return Ok(None);
         };
-        let mut record = Record::from_json(&json)
-            .map_err(|e| StoreError::Corrupt(format!("record at {}: {e}", self.key(key))))?;
-        if let Some(last_access) = last_access {
-            record.last_access = parse_millis("last_access", &last_access)?;
-        }
-        if let Some(expires_at) = expires_at {
-            record.expires_at = parse_millis("expires_at", &expires_at)?;
-        }
+        let corrupt = |why: String| StoreError::Corrupt(format!("record at {redis_key}: {why}"));
+        let (head, json) = value
+            .split_at_checked(HEADER_LEN)
+            .ok_or_else(|| corrupt(format!("{} bytes, shorter than its header", value.len())))?;
+        let (version, last_access, expires_at) =
+            parse_header(head).ok_or_else(|| corrupt("malformed header".to_owned()))?;
+        let mut record = Record::from_json(json).map_err(|e| corrupt(e.to_string()))?;
+        record.version = version;
+        record.last_access = last_access;
+        record.expires_at = expires_at;
         Ok(Some(record))
     }
 
     async fn create(&self, key: &StoreKey, record: &Record) -> Result<bool, StoreError> {
-        let json = encode(record)?;
-        let mut invocation = CREATE.key(self.key(key));
-        invocation
-            .arg(json)
-            .arg(record.version)
-            .arg(record.last_access)
+        let value = encode_value(record)?;
+        let mut cmd = ::redis::cmd("SET");
+        cmd.arg(self.key(key))
+            .arg(value)
+            .arg("NX")
+            .arg("PXAT")
             .arg(record.expires_at);
-        let invocation = &invocation;
-        let created: i64 = self
-            .run("create", |mut c| async move {
-                invocation.invoke_async(&mut c).await
-            })
+        let cmd = &cmd;
+        // `OK` when written, nil when the key is taken.
+        let created: Option<String> = self
+            .run(
+                "create",
+                |mut c| async move { cmd.query_async(&mut c).await },
+            )
             .await?;
-        Ok(created == 1)
+        Ok(created.is_some())
     }
 
     async fn save(
@@ -363,13 +435,11 @@ impl SessionStore for RedisStore {
         record: &Record,
         expected_version: u64,
     ) -> Result<SaveOutcome, StoreError> {
-        let json = encode(record)?;
+        let value = encode_value(record)?;
         let mut invocation = SAVE.key(self.key(key));
         invocation
-            .arg(expected_version)
-            .arg(json)
-            .arg(record.version)
-            .arg(record.last_access)
+            .arg(format!("{expected_version:020}"))
+            .arg(value)
             .arg(record.expires_at);
         let invocation = &invocation;
         let outcome: i64 = self
@@ -407,7 +477,9 @@ impl SessionStore for RedisStore {
         expires_at: Millis,
     ) -> Result<bool, StoreError> {
         let mut invocation = TOUCH.key(self.key(key));
-        invocation.arg(last_access).arg(expires_at);
+        invocation
+            .arg(format!("{:016}", last_access.min(MAX_HEADER_MILLIS)))
+            .arg(format!("{:016}", expires_at.min(MAX_HEADER_MILLIS)));
         let invocation = &invocation;
         let touched: i64 = self
             .run("touch", |mut c| async move {
@@ -437,11 +509,45 @@ fn connect_failure(e: &RedisError, what: &str, target: &str) -> StoreError {
     }
 }
 
-fn parse_millis(field: &str, bytes: &[u8]) -> Result<Millis, StoreError> {
+fn parse_number(field: &str, bytes: &[u8]) -> Result<u64, StoreError> {
     std::str::from_utf8(bytes)
         .ok()
         .and_then(|text| text.parse().ok())
-        .ok_or_else(|| StoreError::Corrupt(format!("field {field} is not a millisecond time")))
+        .ok_or_else(|| StoreError::Corrupt(format!("field {field} is not a decimal number")))
+}
+
+/// The stored value: the fixed-width header, then the record JSON.
+fn encode_value(record: &Record) -> Result<Vec<u8>, StoreError> {
+    let json = encode(record)?;
+    let mut value = Vec::with_capacity(HEADER_LEN + json.len());
+    // Writing into a Vec cannot fail.
+    let _ = write!(
+        value,
+        "{:020} {:016} {:016} ",
+        record.version,
+        record.last_access.min(MAX_HEADER_MILLIS),
+        record.expires_at.min(MAX_HEADER_MILLIS)
+    );
+    value.extend_from_slice(&json);
+    Ok(value)
+}
+
+/// Version, last_access and expires_at from a header that [`encode_value`] wrote.
+fn parse_header(head: &[u8]) -> Option<(u64, Millis, Millis)> {
+    let number = |field: &[u8]| -> Option<u64> {
+        if field.is_empty() || !field.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(field).ok()?.parse().ok()
+    };
+    if head.len() != HEADER_LEN || head[20] != b' ' || head[37] != b' ' || head[54] != b' ' {
+        return None;
+    }
+    Some((
+        number(&head[..20])?,
+        number(&head[21..37])?,
+        number(&head[38..54])?,
+    ))
 }
 
 /// Splits the part after `redis+cluster://` into one `redis://` URL per node.
@@ -485,6 +591,29 @@ mod tests {
         );
         assert!(cluster_nodes("h1:1,,h2:2").is_err());
         assert!(cluster_nodes("h1:1/3").is_err());
+    }
+
+    #[test]
+    fn the_header_round_trips_and_rejects_garbage() {
+        let mut record = Record::new(serde_json::Map::new(), 1_764_480_000_000, 1_764_566_400_000);
+        record.version = 42;
+        let value = encode_value(&record).expect("encodes");
+        assert_eq!(
+            &value[..HEADER_LEN],
+            b"00000000000000000042 0001764480000000 0001764566400000 "
+        );
+        let (head, json) = value.split_at(HEADER_LEN);
+        assert_eq!(
+            parse_header(head),
+            Some((42, 1_764_480_000_000, 1_764_566_400_000))
+        );
+        assert_eq!(Record::from_json(json).expect("json"), record);
+        assert_eq!(parse_header(b"short"), None);
+        let mut bad = head.to_vec();
+        bad[3] = b'x';
+        assert_eq!(parse_header(&bad), None);
+        bad[3] = b'+';
+        assert_eq!(parse_header(&bad), None);
     }
 
     #[test]
