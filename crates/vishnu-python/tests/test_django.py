@@ -336,6 +336,20 @@ def test_async_api_round_trip(store):
     asyncio.run(scenario())
 
 
+def test_async_saves_of_different_keys_both_persist(store):
+    key = saved_session(a=0, b=0)
+
+    async def scenario():
+        first, second = SessionStore(key), SessionStore(key)
+        assert await first.aget("a") == 0 and await second.aget("b") == 0
+        await first.aset("a", 1)
+        await second.aset("b", 2)
+        await asyncio.gather(first.asave(), second.asave())
+
+    asyncio.run(scenario())
+    assert dict(SessionStore(key).items()) == {"a": 1, "b": 2}
+
+
 # -- failures ---------------------------------------------------------------------------
 
 def test_a_store_failure_is_a_clean_500_without_details():

@@ -31,9 +31,14 @@ signed session id. What Django's own backends do not do:
   cookie).
 - A session deleted by another request is never brought back by a save.
 
-``manage.py clearsessions`` removes expired sessions (``clear_expired``).
-Values are what Django's ``SESSION_SERIALIZER`` (JSON by default) makes of
-them: the serializer must produce JSON.
+``manage.py clearsessions`` removes expired sessions (``clear_expired``; the
+SQL stores need it, Redis and memcached expire sessions themselves). Values
+are what Django's ``SESSION_SERIALIZER`` (JSON by default) makes of them: the
+serializer must produce JSON. The async API (``aget``, ``asave``,
+``acycle_key``, …) waits for the store without blocking the event loop;
+``aclear_expired`` runs the cleanup in a thread. With ``VISHNU_STORE =
+"cookie"`` the whole session travels sealed in the session key, and, as with
+Django's signed-cookie backend, deleting it cannot revoke a copy.
 """
 import contextlib
 import json
