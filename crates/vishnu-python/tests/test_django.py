@@ -290,6 +290,24 @@ def test_set_expiry_is_the_sessions_lifetime_in_the_store(store):
     assert SessionStore(key).get("a") is None
 
 
+def test_session_cookie_age_is_the_default_lifetime_in_the_store(client):
+    with override_settings(SESSION_COOKIE_AGE=1):
+        response = client.get("/set/a/1")
+        assert response.cookies[settings.SESSION_COOKIE_NAME]["max-age"] == 1
+        assert value_of(client, "a") == "1"
+        time.sleep(1.2)
+        assert SessionStore(session_cookie(client)).get("a") is None
+
+
+def test_a_browser_session_cookie_keeps_the_cookie_age_in_the_store(client):
+    # As Django's database backend: no Max-Age on the cookie, SESSION_COOKIE_AGE in the store.
+    with override_settings(SESSION_EXPIRE_AT_BROWSER_CLOSE=True, SESSION_COOKIE_AGE=1):
+        response = client.get("/set/a/1")
+        assert response.cookies[settings.SESSION_COOKIE_NAME]["max-age"] == ""
+        time.sleep(1.2)
+        assert SessionStore(session_cookie(client)).get("a") is None
+
+
 def test_clearsessions_removes_expired_sessions_and_keeps_live_ones(tmp_path):
     db = tmp_path / "sessions.db"
     with override_settings(VISHNU_STORE="sqlite://%s" % db):
