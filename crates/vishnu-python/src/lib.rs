@@ -12,6 +12,7 @@ mod pystore;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use http::HeaderValue;
@@ -19,6 +20,7 @@ use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use pyo3::IntoPyObjectExt;
 use serde_json::Value;
 use tokio::runtime::Runtime;
 use vishnu::{SameSite, SessionStore, Timeout};
@@ -82,7 +84,31 @@ where
         // Fails only when already bridged, which is the state wanted.
         let _ = pyo3_async_runtimes::tokio::init_with_runtime(rt);
     });
-    pyo3_async_runtimes::tokio::future_into_py(py, future)
+    // A future that needs no I/O (the cookie and memory stores, a session
+    // already loaded) completes on its first poll: answer it at once with a
+    // finished asyncio future, instead of a round trip through the runtime's
+    // threads and the event loop's call_soon_threadsafe.
+    let mut future = Box::pin(future);
+    let polled = {
+        let _runtime = rt.enter();
+        let mut cx = Context::from_waker(Waker::noop());
+        future.as_mut().poll(&mut cx)
+    };
+    match polled {
+        Poll::Ready(result) => {
+            let done = py
+                .import("asyncio")?
+                .call_method0("get_running_loop")?
+                .call_method0("create_future")?;
+            match result.and_then(|value| value.into_bound_py_any(py)) {
+                Ok(value) => done.call_method1("set_result", (value,))?,
+                Err(err) => done.call_method1("set_exception", (err.into_value(py),))?,
+            };
+            Ok(done)
+        }
+        // Polled again, with a real waker, on the runtime.
+        Poll::Pending => pyo3_async_runtimes::tokio::future_into_py(py, future),
+    }
 }
 
 /// A framework's secret key (any length) as a 32-byte vishnu secret
@@ -127,6 +153,39 @@ async fn finish_parts(
         .await
         .map(cookie_parts)
         .map_err(to_py)
+}
+
+/// `Session.update`: `func` maps the old JSON text (or None) to the new one;
+/// an exception it raises is re-raised as is.
+async fn update_value(s: vishnu::Session, key: String, func: Py<PyAny>) -> PyResult<String> {
+    let failure: Arc<Mutex<Option<PyErr>>> = Arc::new(Mutex::new(None));
+    let slot = failure.clone();
+    let result = s
+        .update_value(&key, |current| {
+            Python::attach(|py| {
+                let arg = current.map(|v| v.to_string());
+                let out = func
+                    .call1(py, (arg,))
+                    .and_then(|o| o.extract::<String>(py))
+                    .and_then(|text| parse_json(&key, &text));
+                out.map_err(|e| {
+                    let message = e.to_string();
+                    if let Ok(mut slot) = slot.lock() {
+                        *slot = Some(e);
+                    }
+                    vishnu::SessionError::Callback(message.into())
+                })
+            })
+        })
+        .await;
+    match result {
+        Ok(v) => Ok(v.to_string()),
+        Err(vishnu::SessionError::Callback(_)) => {
+            let err = failure.lock().ok().and_then(|mut s| s.take());
+            Err(err.unwrap_or_else(|| SessionError::new_err("the update function failed")))
+        }
+        Err(e) => Err(to_py(e)),
+    }
 }
 
 /// Runs a future on the engine's runtime with the GIL released.
@@ -451,37 +510,18 @@ impl Session {
 
     /// Atomically replaces `key`'s value with `func(old JSON text or None) -> new JSON text`, saving at once.
     fn update(&self, py: Python<'_>, key: String, func: Py<PyAny>) -> PyResult<String> {
-        let s = self.inner.clone();
-        let failure: Arc<Mutex<Option<PyErr>>> = Arc::new(Mutex::new(None));
-        let slot = failure.clone();
-        let key2 = key.clone();
-        let result = block_on(py, async move {
-            s.update_value(&key2, |current| {
-                Python::attach(|py| {
-                    let arg = current.map(|v| v.to_string());
-                    let out = func
-                        .call1(py, (arg,))
-                        .and_then(|o| o.extract::<String>(py))
-                        .and_then(|text| parse_json(&key2, &text));
-                    out.map_err(|e| {
-                        let message = e.to_string();
-                        if let Ok(mut slot) = slot.lock() {
-                            *slot = Some(e);
-                        }
-                        vishnu::SessionError::Callback(message.into())
-                    })
-                })
-            })
-            .await
-        })?;
-        match result {
-            Ok(v) => Ok(v.to_string()),
-            Err(vishnu::SessionError::Callback(_)) => {
-                let err = failure.lock().ok().and_then(|mut s| s.take());
-                Err(err.unwrap_or_else(|| SessionError::new_err("the update function failed")))
-            }
-            Err(e) => Err(to_py(e)),
-        }
+        block_on(py, update_value(self.inner.clone(), key, func))?
+    }
+
+    /// `update(key, func)` as an awaitable (`func` runs with the GIL on the
+    /// engine's thread, possibly more than once: it must have no side effects).
+    fn aupdate<'py>(
+        &self,
+        py: Python<'py>,
+        key: String,
+        func: Py<PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, update_value(self.inner.clone(), key, func))
     }
 
     /// Writes this request's changes now.
