@@ -7,12 +7,12 @@
 
 #![forbid(unsafe_code)]
 
+mod aio;
 mod pystore;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use http::HeaderValue;
@@ -20,7 +20,6 @@ use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use pyo3::IntoPyObjectExt;
 use serde_json::Value;
 use tokio::runtime::Runtime;
 use vishnu::{SameSite, SessionStore, Timeout};
@@ -71,44 +70,13 @@ fn runtime() -> PyResult<&'static Runtime> {
         .map_err(|e| PyRuntimeError::new_err(format!("vishnu: cannot start its runtime: {e}")))
 }
 
-/// A Python awaitable for a future run on the engine's runtime: the event
-/// loop's thread is never blocked (the asyncio fronts use these).
+/// A Python awaitable for a future run on the engine's runtime (see [`aio`]).
 fn awaitable<'py, F, T>(py: Python<'py>, future: F) -> PyResult<Bound<'py, PyAny>>
 where
     F: Future<Output = PyResult<T>> + Send + 'static,
     T: for<'a> IntoPyObject<'a> + Send + 'static,
 {
-    static BRIDGED: OnceLock<()> = OnceLock::new();
-    let rt = runtime()?;
-    BRIDGED.get_or_init(|| {
-        // Fails only when already bridged, which is the state wanted.
-        let _ = pyo3_async_runtimes::tokio::init_with_runtime(rt);
-    });
-    // A future that needs no I/O (the cookie and memory stores, a session
-    // already loaded) completes on its first poll: answer it at once with a
-    // finished asyncio future, instead of a round trip through the runtime's
-    // threads and the event loop's call_soon_threadsafe.
-    let mut future = Box::pin(future);
-    let polled = {
-        let _runtime = rt.enter();
-        let mut cx = Context::from_waker(Waker::noop());
-        future.as_mut().poll(&mut cx)
-    };
-    match polled {
-        Poll::Ready(result) => {
-            let done = py
-                .import("asyncio")?
-                .call_method0("get_running_loop")?
-                .call_method0("create_future")?;
-            match result.and_then(|value| value.into_bound_py_any(py)) {
-                Ok(value) => done.call_method1("set_result", (value,))?,
-                Err(err) => done.call_method1("set_exception", (err.into_value(py),))?,
-            };
-            Ok(done)
-        }
-        // Polled again, with a real waker, on the runtime.
-        Poll::Pending => pyo3_async_runtimes::tokio::future_into_py(py, future),
-    }
+    aio::awaitable(py, runtime()?, future)
 }
 
 /// A framework's secret key (any length) as a 32-byte vishnu secret
