@@ -10,7 +10,6 @@ import pytest
 from markupsafe import Markup
 
 import vishnu.flask
-from vishnu import _vishnu
 
 from conftest import require_env
 from test_middleware import FlakyStore
@@ -113,7 +112,7 @@ def test_flasks_tagged_values_come_back_from_the_store(store):
 
 def test_an_unchanged_value_set_again_writes_nothing():
     counting = CountingStore()
-    app = make_app(_vishnu.Store.python(counting))
+    app = make_app(counting)
     client = app.test_client()
     client.get("/set/user/ada")
     writes = counting.writes
@@ -125,7 +124,7 @@ def test_an_unchanged_value_set_again_writes_nothing():
 
 def test_the_store_is_read_once_and_only_when_the_session_is_used():
     counting = CountingStore()
-    app = make_app(_vishnu.Store.python(counting), SESSION_REFRESH_EACH_REQUEST=False)
+    app = make_app(counting, SESSION_REFRESH_EACH_REQUEST=False)
     client = app.test_client()
     client.get("/set/user/ada")
     assert (counting.loads, counting.writes) == (0, 1)  # a new session: nothing to read
@@ -142,7 +141,7 @@ def test_the_store_is_read_once_and_only_when_the_session_is_used():
 
 def test_refresh_each_request_reads_a_permanent_session_to_send_its_cookie_again():
     counting = CountingStore()
-    app = make_app(_vishnu.Store.python(counting))
+    app = make_app(counting)
 
     @app.route("/login")
     def login():
@@ -265,7 +264,7 @@ def test_the_secret_key_may_be_any_length(store):
 
 def test_a_store_failure_is_a_clean_500():
     flaky = CountingStore()
-    app = make_app(_vishnu.Store.python(flaky), TESTING=False)
+    app = make_app(flaky, TESTING=False)
     client = app.test_client()
     client.get("/set/user/ada")
     flaky.fail = True
@@ -296,3 +295,12 @@ def test_without_a_secret_key_the_session_is_flasks_null_session(store):
     app = make_app(store, SECRET_KEY=None)
     with app.test_request_context():
         assert app.session_interface.is_null_session(flask.session)
+
+
+def test_the_test_clients_session_transaction_works(store):
+    client = make_app(store).test_client()
+    with client.session_transaction() as session:
+        session["user"] = "ada"
+    assert client.get("/get/user").data == b"'ada'"
+    with client.session_transaction() as session:
+        assert session["user"] == "ada"

@@ -3,7 +3,10 @@ starlette.sh runs those): concurrent requests, tampered cookies, store
 failures, key rotation, an event loop never blocked on the store,
 websockets, id changes, FastAPI, and a session shared with a Flask app."""
 import asyncio
+import socket
+import threading
 import time
+import urllib.parse
 
 import httpx
 import pytest
@@ -13,7 +16,6 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.testclient import TestClient
 
-from vishnu import _vishnu
 from vishnu.starlette import Session, SessionMiddleware
 
 from conftest import require_env
@@ -178,7 +180,7 @@ def test_the_store_is_read_once_and_only_when_the_request_has_a_cookie():
     counting = CountingStore()
 
     async def main():
-        app = make_app(_vishnu.Store.python(counting))
+        app = make_app(counting)
         async with client_for(app) as client:
             await client.get("/public")
             await client.get("/set/user/ada")
@@ -189,17 +191,54 @@ def test_the_store_is_read_once_and_only_when_the_request_has_a_cookie():
     run(main())
 
 
-class SlowStore(CountingStore):
-    def load(self, key):
-        time.sleep(0.5)
-        return super().load(key)
+class DelayingProxy(object):
+    """A TCP proxy in front of a server that holds each client message back
+    for `delay` seconds: a slow network, with nothing in the process slowed."""
+
+    def __init__(self, target, delay):
+        self.target, self.delay = target, delay
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.target)
+            threading.Thread(target=self._pipe, args=(client, server, self.delay), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, 0), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source, sink, delay):
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                time.sleep(delay)
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.listener.close()
 
 
 def test_store_io_never_blocks_the_event_loop():
-    slow = SlowStore()
+    redis = urllib.parse.urlsplit(require_env("VISHNU_REDIS_URL"))
+    proxy = DelayingProxy((redis.hostname, redis.port), 0.3)
 
     async def main():
-        app = make_app(_vishnu.Store.python(slow))
+        app = make_app("redis://127.0.0.1:%d%s" % (proxy.port, redis.path))
         async with client_for(app) as client:
             await client.get("/set/user/ada")
             ticks = 0
@@ -212,18 +251,21 @@ def test_store_io_never_blocks_the_event_loop():
 
             task = asyncio.ensure_future(ticker())
             started = time.monotonic()
-            assert await json_of(client, "/get/user") == "ada"
+            assert await json_of(client, "/get/user") == "ada"  # a load through the slow network
             elapsed = time.monotonic() - started
             task.cancel()
-            assert elapsed >= 0.5 and ticks >= 20, (elapsed, ticks)
-    run(main())
+            assert elapsed >= 0.3 and ticks >= 10, (elapsed, ticks)
+    try:
+        run(main())
+    finally:
+        proxy.close()
 
 
 def test_a_store_failure_is_a_clean_500():
     flaky = CountingStore()
 
     async def main():
-        async with client_for(make_app(_vishnu.Store.python(flaky))) as client:
+        async with client_for(make_app(flaky)) as client:
             await client.get("/set/user/ada")
             cookie = client.cookies["session"]
             flaky.fail = True
@@ -241,7 +283,7 @@ def test_a_failure_while_saving_is_a_clean_500():
     flaky = CountingStore()
 
     async def main():
-        async with client_for(make_app(_vishnu.Store.python(flaky))) as client:
+        async with client_for(make_app(flaky)) as client:
             await client.get("/set/user/ada")
             flaky.save = lambda *a: (_ for _ in ()).throw(ConnectionError("injected failure at 10.1.2.3"))
             rv = await client.get("/set/user/bob")

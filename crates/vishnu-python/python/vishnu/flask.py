@@ -207,7 +207,8 @@ class SessionInterface(_FlaskSessionInterface):
     """A Flask session interface over the vishnu engine.
 
     ``store`` is a store URL (``"memory"``, ``"cookie"``, ``"redis://…"``, … as
-    for ``vishnu.backend.Url``) or an opened ``_vishnu.Store``; None (the
+    for ``vishnu.backend.Url``) or a ``vishnu.backend`` configuration
+    (``Redis(...)``, a ``PythonStore``, …); None (the
     default) takes ``app.config["VISHNU_STORE"]``, else ``"cookie"``: the whole
     session sealed in the cookie, as with Flask's own default.
 
@@ -242,6 +243,8 @@ class SessionInterface(_FlaskSessionInterface):
                 if engine is None:
                     # New sessions are not permanent: a browser-session cookie
                     # until the app sets session.permanent.
+                    if hasattr(store, "_shared_store"):  # a vishnu.backend configuration
+                        store = store._shared_store()
                     engine = make_engine(secret, fallback_secrets=fallbacks, store=store,
                                          cookie_name=name, timeout=None, auto_save=True)
                     self._engines[key] = engine

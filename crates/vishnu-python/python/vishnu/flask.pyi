@@ -6,6 +6,7 @@ from flask.sessions import SessionInterface as _FlaskSessionInterface
 from flask.sessions import SessionMixin
 from werkzeug.wrappers import Request, Response
 
+from vishnu.backend.config import Base
 from vishnu._vishnu import Store
 
 class VishnuSession(dict[str, Any], SessionMixin):
@@ -15,13 +16,13 @@ class VishnuSession(dict[str, Any], SessionMixin):
 class SessionInterface(_FlaskSessionInterface):
     serializer: TaggedJSONSerializer
     session_class: type[VishnuSession]
-    store: Optional[Union[str, Store]]
-    def __init__(self, store: Optional[Union[str, Store]] = None) -> None: ...
+    store: Optional[Union[str, Store, Base]]
+    def __init__(self, store: Optional[Union[str, Store, Base]] = None) -> None: ...
     def open_session(self, app: flask.Flask, request: Request) -> Optional[VishnuSession]: ...
     def save_session(self, app: flask.Flask, session: SessionMixin, response: Response) -> None: ...
 
 class Session:
     app: Optional[flask.Flask]
-    store: Optional[Union[str, Store]]
-    def __init__(self, app: Optional[flask.Flask] = None, store: Optional[Union[str, Store]] = None) -> None: ...
+    store: Optional[Union[str, Store, Base]]
+    def __init__(self, app: Optional[flask.Flask] = None, store: Optional[Union[str, Store, Base]] = None) -> None: ...
     def init_app(self, app: flask.Flask) -> None: ...

@@ -21,6 +21,7 @@ for the same data; call it at login) and ``await request.session.terminate()``
 an empty 500 (logged once), never a traceback.
 """
 import asyncio
+import atexit
 import json
 import logging
 import time
@@ -107,6 +108,19 @@ class Session(dict):
         self._original = {}
 
 
+_exit_grace_registered = False
+
+
+def _grace_at_exit():
+    # The engine's runtime threads hand results to the event loop holding the
+    # GIL; one still finishing such a hand-off when the interpreter finalizes
+    # aborts the process (PyO3/pyo3-async-runtimes#40). A moment at exit,
+    # before finalization, lets it finish.
+    global _exit_grace_registered
+    _exit_grace_registered = True
+    atexit.register(time.sleep, 0.02)
+
+
 async def _run(blocking, awaitable, *args):
     """Awaits the engine's asyncio awaitable; under another event loop
     (trio), runs the blocking call in a worker thread instead."""
@@ -116,6 +130,8 @@ async def _run(blocking, awaitable, *args):
         import anyio.to_thread
 
         return await anyio.to_thread.run_sync(blocking, *args)
+    if not _exit_grace_registered:
+        _grace_at_exit()
     return await awaitable(*args)
 
 
@@ -146,8 +162,8 @@ class SessionMiddleware(object):
     The arguments are Starlette's (``max_age`` in seconds, None for a
     browser-session cookie; a ``max_age`` of 0 or less makes cookies that are
     never accepted back, as with Starlette) plus ``store``: a store URL
-    (``"cookie"``, the default, ``"memory"``, ``"redis://…"``, …) or an opened
-    ``_vishnu.Store``, and ``fallback_secret_keys``: older keys whose cookies
+    (``"cookie"``, the default, ``"memory"``, ``"redis://…"``, …) or a
+    ``vishnu.backend`` configuration, and ``fallback_secret_keys``: older keys whose cookies
     are still accepted and re-issued under ``secret_key`` (key rotation).
     ``secret_key`` may be any length (vishnu derives its secret from it with
     HKDF); the same key and cookie name share sessions with the Flask and
@@ -164,6 +180,8 @@ class SessionMiddleware(object):
         # A cookie with Max-Age <= 0 is dead on arrival: never read back.
         self._expired_on_arrival = max_age is not None and max_age <= 0
         self._timeout = None if max_age is None else (1 if self._expired_on_arrival else int(max_age))
+        if hasattr(store, "_shared_store"):  # a vishnu.backend configuration
+            store = store._shared_store()
         self.engine = make_engine(str(secret_key), store=store, cookie_name=session_cookie,
                                   fallback_secrets=[str(k) for k in fallback_secret_keys],
                                   timeout=self._timeout, auto_save=True)

@@ -2,6 +2,7 @@ from typing import Any, Iterable, Literal, Optional, Union
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from vishnu.backend.config import Base
 from vishnu._vishnu import Engine, Store
 
 class Session(dict[str, Any]):
@@ -33,7 +34,7 @@ class SessionMiddleware:
         https_only: bool = False,
         domain: Optional[str] = None,
         partitioned: bool = False,
-        store: Union[str, Store] = "cookie",
+        store: Union[str, Store, Base] = "cookie",
         fallback_secret_keys: Iterable[Any] = (),
     ) -> None: ...
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
