@@ -88,6 +88,47 @@ mod standalone {
         );
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn scripts_are_loaded_again_after_a_script_flush() {
+        let _servers = kv::SERVERS.read().await;
+        let Some(url) = kv::env_or_skip("VISHNU_REDIS_URL", SCRIPT) else {
+            return;
+        };
+        let store = RedisStore::from_url(&url).await.expect("connect");
+        let client = redis::Client::open(url.as_str()).expect("url");
+        let mut raw = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect");
+        let key = c::fresh_key();
+        let rec = c::record(1, Duration::from_secs(60));
+        assert!(store.create(&key, &rec).await.expect("create"));
+        let _: () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async(&mut raw)
+            .await
+            .expect("SCRIPT FLUSH");
+        let mut next = rec.clone();
+        next.version = 2;
+        assert_eq!(
+            store.save(&key, &next, 1).await.expect("save"),
+            vishnu::SaveOutcome::Saved
+        );
+        let _: () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async(&mut raw)
+            .await
+            .expect("SCRIPT FLUSH");
+        assert!(store
+            .touch(&key, c::now(), c::now() + 120_000)
+            .await
+            .expect("touch"));
+        assert_eq!(
+            store.load(&key).await.expect("load").map(|r| r.version),
+            Some(2)
+        );
+    }
+
     // The layout changed from a hash (record, version, last_access, expires_at)
     // to one string: sessions stored before the upgrade keep working.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

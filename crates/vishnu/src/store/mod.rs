@@ -74,7 +74,7 @@ pub(crate) async fn bounded<T>(
 
 /// A record as JSON, refused when it exceeds [`MAX_RECORD_BYTES`](crate::record::MAX_RECORD_BYTES)
 /// (what every store would refuse to read back).
-#[cfg(any(feature = "redis", feature = "memcached"))]
+#[cfg(feature = "memcached")]
 pub(crate) fn encode_record(record: &Record) -> Result<Vec<u8>, StoreError> {
     let json = record.to_json();
     if json.len() > crate::record::MAX_RECORD_BYTES {

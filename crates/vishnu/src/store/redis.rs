@@ -62,7 +62,6 @@
 
 use std::fmt;
 use std::future::Future;
-use std::io::Write as _;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -74,9 +73,7 @@ use async_trait::async_trait;
 
 use crate::id::StoreKey;
 use crate::record::{Millis, Record};
-use crate::store::{
-    encode_record as encode, redact_url as redact, Cleanup, SaveOutcome, SessionStore, StoreError,
-};
+use crate::store::{redact_url as redact, Cleanup, SaveOutcome, SessionStore, StoreError};
 
 /// The key prefix used unless [`RedisStore::with_prefix`] sets another.
 pub const DEFAULT_PREFIX: &str = "vishnu:";
@@ -87,6 +84,50 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bounds each attempt to (re)connect, so that a server that stopped answering
 /// cannot hold the shared reconnection for minutes of OS-level TCP timeouts.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A Lua script and its SHA-1, run with `EVALSHA` (loaded once on `NOSCRIPT`).
+/// The command is built here rather than by `redis::ScriptInvocation`, which
+/// copies every argument (the whole record) twice more.
+struct Lua {
+    code: &'static str,
+    hash: String,
+}
+
+impl Lua {
+    fn new(code: &'static str) -> Self {
+        Self {
+            code,
+            hash: Script::new(code).get_hash().to_owned(),
+        }
+    }
+
+    /// `EVALSHA` of this script on one key with `args`; the script is loaded
+    /// first when the server does not know it (after a restart).
+    async fn eval<T: ::redis::FromRedisValue>(
+        &self,
+        connection: &mut Connection,
+        key: &str,
+        args: &[&[u8]],
+    ) -> Result<T, RedisError> {
+        let mut cmd = ::redis::cmd("EVALSHA");
+        cmd.arg(&self.hash).arg(1).arg(key);
+        for arg in args {
+            cmd.arg(*arg);
+        }
+        match cmd.query_async(connection).await {
+            Err(e) if e.kind() == ErrorKind::NoScriptError => {
+                let () = ::redis::cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(self.code)
+                    .query_async::<String>(connection)
+                    .await
+                    .map(drop)?;
+                cmd.query_async(connection).await
+            }
+            other => other,
+        }
+    }
+}
 
 /// The header before the record JSON: version, last_access and expires_at,
 /// each zero-padded to a fixed width and followed by a space.
@@ -100,8 +141,8 @@ const MAX_HEADER_MILLIS: Millis = (1 << 53) - 1;
 /// expires_at. Returns 0 when there is no record, 1 on a version conflict, 2
 /// when the record was written. A record of the earlier hash layout is
 /// compared by its `version` field and rewritten in the string layout.
-static SAVE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+static SAVE: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
         r"
 local current = redis.pcall('GETRANGE', KEYS[1], 0, 19)
 if type(current) == 'table' then
@@ -125,8 +166,8 @@ const SAVE_SAVED: i64 = 2;
 /// when there is no record. Neither time moves backwards (see
 /// `SessionStore::touch`). Millisecond times stay below 2^53, so Lua numbers
 /// compare them exactly. Touches a record of the earlier hash layout in place.
-static TOUCH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+static TOUCH: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
         r"
 local la, ea = tonumber(ARGV[1]), tonumber(ARGV[2])
 local head = redis.pcall('GETRANGE', KEYS[1], 0, 53)
@@ -292,7 +333,10 @@ impl RedisStore {
     }
 
     fn key(&self, key: &StoreKey) -> String {
-        format!("{}{}", self.prefix, key.as_str())
+        let mut full = String::with_capacity(self.prefix.len() + key.as_str().len());
+        full.push_str(&self.prefix);
+        full.push_str(key.as_str());
+        full
     }
 
     /// Runs one request with the store's timeout, mapping its failure.
@@ -436,15 +480,14 @@ impl SessionStore for RedisStore {
         expected_version: u64,
     ) -> Result<SaveOutcome, StoreError> {
         let value = encode_value(record)?;
-        let mut invocation = SAVE.key(self.key(key));
-        invocation
-            .arg(format!("{expected_version:020}"))
-            .arg(value)
-            .arg(record.expires_at);
-        let invocation = &invocation;
+        let redis_key = self.key(key);
+        let expected = digits::<20>(expected_version);
+        let expires_at = record.expires_at.to_string();
+        let args: [&[u8]; 3] = [&expected, &value, expires_at.as_bytes()];
+        let (redis_key, args) = (&redis_key, &args);
         let outcome: i64 = self
             .run("save", |mut c| async move {
-                invocation.invoke_async(&mut c).await
+                SAVE.eval(&mut c, redis_key, args).await
             })
             .await?;
         match outcome {
@@ -476,14 +519,14 @@ impl SessionStore for RedisStore {
         last_access: Millis,
         expires_at: Millis,
     ) -> Result<bool, StoreError> {
-        let mut invocation = TOUCH.key(self.key(key));
-        invocation
-            .arg(format!("{:016}", last_access.min(MAX_HEADER_MILLIS)))
-            .arg(format!("{:016}", expires_at.min(MAX_HEADER_MILLIS)));
-        let invocation = &invocation;
+        let redis_key = self.key(key);
+        let last_access = digits::<16>(last_access.min(MAX_HEADER_MILLIS));
+        let expires_at = digits::<16>(expires_at.min(MAX_HEADER_MILLIS));
+        let args: [&[u8]; 2] = [&last_access, &expires_at];
+        let (redis_key, args) = (&redis_key, &args);
         let touched: i64 = self
             .run("touch", |mut c| async move {
-                invocation.invoke_async(&mut c).await
+                TOUCH.eval(&mut c, redis_key, args).await
             })
             .await?;
         Ok(touched == 1)
@@ -518,18 +561,34 @@ fn parse_number(field: &str, bytes: &[u8]) -> Result<u64, StoreError> {
 
 /// The stored value: the fixed-width header, then the record JSON.
 fn encode_value(record: &Record) -> Result<Vec<u8>, StoreError> {
-    let json = encode(record)?;
-    let mut value = Vec::with_capacity(HEADER_LEN + json.len());
-    // Writing into a Vec cannot fail.
-    let _ = write!(
-        value,
-        "{:020} {:016} {:016} ",
-        record.version,
-        record.last_access.min(MAX_HEADER_MILLIS),
-        record.expires_at.min(MAX_HEADER_MILLIS)
-    );
-    value.extend_from_slice(&json);
+    let mut value = Vec::with_capacity(256);
+    value.extend_from_slice(&digits::<20>(record.version));
+    value.push(b' ');
+    value.extend_from_slice(&digits::<16>(record.last_access.min(MAX_HEADER_MILLIS)));
+    value.push(b' ');
+    value.extend_from_slice(&digits::<16>(record.expires_at.min(MAX_HEADER_MILLIS)));
+    value.push(b' ');
+    // Serializing a record into a Vec cannot fail (see `Record::to_json`).
+    let _ = serde_json::to_writer(&mut value, record);
+    let json_len = value.len() - HEADER_LEN;
+    if json_len > crate::record::MAX_RECORD_BYTES {
+        return Err(StoreError::TooLarge(format!(
+            "{json_len} bytes exceed the {}-byte limit",
+            crate::record::MAX_RECORD_BYTES
+        )));
+    }
     Ok(value)
+}
+
+/// `value` in decimal, zero-padded to `N` digits (its last `N` digits, if longer:
+/// callers cap their values to fit).
+fn digits<const N: usize>(mut value: u64) -> [u8; N] {
+    let mut out = [b'0'; N];
+    for digit in out.iter_mut().rev() {
+        *digit = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+    out
 }
 
 /// Version, last_access and expires_at from a header that [`encode_value`] wrote.
@@ -609,6 +668,9 @@ mod tests {
         );
         assert_eq!(Record::from_json(json).expect("json"), record);
         assert_eq!(parse_header(b"short"), None);
+        assert_eq!(&digits::<20>(u64::MAX), b"18446744073709551615");
+        assert_eq!(&digits::<16>(MAX_HEADER_MILLIS), b"9007199254740991");
+        assert_eq!(&digits::<4>(7), b"0007");
         let mut bad = head.to_vec();
         bad[3] = b'x';
         assert_eq!(parse_header(&bad), None);
