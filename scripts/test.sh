@@ -100,8 +100,9 @@ done
 step "Python package (wheel built with maturin, tested with pytest)"
 venv="$root/target/venv"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install --quiet --disable-pip-version-check maturin pytest flask gunicorn waitress \
-  appengine-python-standard google-cloud-datastore cryptography
+"$venv/bin/pip" install --quiet --disable-pip-version-check maturin pytest gunicorn waitress \
+  appengine-python-standard google-cloud-datastore cryptography \
+  "flask==3.1.2" "django==5.2.8" "starlette==1.10.0" "fastapi>=0.120" httpx python-multipart uvicorn
 # The codec's and the store key's known answers, recomputed by an independent implementation.
 "$venv/bin/python" scripts/kat_crosscheck.py
 rm -rf "$work/wheels"
@@ -115,6 +116,15 @@ demo_check "sqlite://$work/pydemo.db" "$venv/bin/python" -m vishnu.demo
 demo_check "$VISHNU_POSTGRES_URL" "$venv/bin/python" -m vishnu.demo
 demo_check "$VISHNU_REDIS_URL" "$venv/bin/python" -m vishnu.demo
 demo_check "$VISHNU_MEMCACHED_URL" "$venv/bin/python" -m vishnu.demo
+
+step "framework fronts: Flask 3.1.2's, Django 5.2.8's and Starlette 1.10.0's own session tests (default store, then Redis)"
+for framework in flask django starlette; do
+  VENV="$venv" WORK="$work/suite-$framework" bash "scripts/frameworks/$framework.sh"
+done
+
+step "framework fronts under real servers: gunicorn (Flask, Django), uvicorn (FastAPI), several workers, Redis"
+VENV="$venv" WORK="$work/framework-servers" RUST_DEMO="$root/target/debug/examples/demo" \
+  bash scripts/frameworks/servers.sh
 
 step "fuzzing: a 30-second smoke run of each target (nightly, or stable with RUSTC_BOOTSTRAP=1)"
 CARGO_BUILD_JOBS=2 scripts/fuzz.sh all 30
