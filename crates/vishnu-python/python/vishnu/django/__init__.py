@@ -259,6 +259,51 @@ class SessionStore(SessionBase):
         self._adopt(native, _values(native.entries()))
         return native
 
+    def update_value(self, key, func):
+        """Atomically replaces ``key``'s value with ``func(current value or
+        None)`` and saves it at once, merged under compare-and-set: parallel
+        requests that each add one to a counter all count. ``func`` may run
+        more than once (on a conflict) and must have no side effects. Returns
+        the new value. A session the store does not hold yet is created (and
+        its cookie set by ``SessionMiddleware``). Raises
+        ``vishnu.session.Superseded`` when a login cycled this request's key
+        away meanwhile: nothing was saved.
+        """
+        native = self._for_update()
+        text = native.update(key, _json_func(func))
+        return self._updated(native, key, text)
+
+    async def aupdate_value(self, key, func):
+        """``update_value`` without blocking the event loop."""
+        native = self._current()
+        if native is None and self.session_key is not None:
+            native = await self._aattach()
+        native = self._for_update(native)
+        text = await native.aupdate(key, _json_func(func))
+        return self._updated(native, key, text)
+
+    def _for_update(self, native=None):
+        native = native or self._current()
+        if native is None and self.session_key is not None:
+            native = self._attach()
+        if not hasattr(self, "_session_cache"):
+            self._session_cache = _values(self._stored)
+        return native if native is not None else self._for_create()
+
+    def _updated(self, native, key, text):
+        value = json.loads(text)
+        self._session_cache[key] = value
+        self._stored[key] = _canonical(value)
+        self.accessed = True
+        key_now = native.cookie_value()
+        if key_now != self.session_key:
+            # A new session (or one renewed): SessionMiddleware sends its cookie.
+            self._native = native
+            self._session_key = key_now
+            self._native_key = key_now
+            self.modified = True
+        return value
+
     def _write(self, native, data, age, fresh, write=None):
         staged = self._stage(native, data, age, fresh)
         (write or native.save)()
@@ -332,6 +377,13 @@ class SessionStore(SessionBase):
         self._committed(native, staged)
         if age <= 0:
             await native.aterminate()
+
+
+def _json_func(func):
+    """``func`` over values as the engine's update over JSON texts."""
+    def update(old):
+        return _canonical(func(None if old is None else json.loads(old)))
+    return update
 
 
 def _values(entries):
