@@ -175,7 +175,9 @@ impl Engine {
                 session.state().pending = Pending::default();
             } else if config.auto_save {
                 let write = if renew { Write::Renew } else { Write::Save };
-                match persist(session, None, write).await {
+                // Boxed: the save's future is large, and inline it would make
+                // every request's finish (a read's too) that large to move.
+                match Box::pin(persist(session, None, write)).await {
                     Ok(_) | Err(SessionError::Terminated) => renewed = renew,
                     Err(e) => return Err(e),
                 }
@@ -187,7 +189,7 @@ impl Engine {
             }
         }
         if renew && !renewed {
-            match persist(session, None, Write::Renew).await {
+            match Box::pin(persist(session, None, Write::Renew)).await {
                 Ok(_) | Err(SessionError::Terminated | SessionError::Superseded) => {}
                 // Renewal is worth retrying on the next request, not failing this one.
                 Err(e) => tracing::warn!(error = %e, "could not renew the session id"),

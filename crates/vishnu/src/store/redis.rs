@@ -109,8 +109,11 @@ impl Lua {
         key: &str,
         args: &[&[u8]],
     ) -> Result<T, RedisError> {
-        let mut cmd = ::redis::cmd("EVALSHA");
-        cmd.arg(&self.hash).arg(1).arg(key);
+        // Sized up front: growing the buffer arg by arg reallocates it.
+        let size =
+            7 + self.hash.len() + 1 + key.len() + args.iter().map(|a| a.len()).sum::<usize>();
+        let mut cmd = ::redis::Cmd::with_capacity(4 + args.len(), size);
+        cmd.arg("EVALSHA").arg(&self.hash).arg(b"1").arg(key);
         for arg in args {
             cmd.arg(*arg);
         }
@@ -426,8 +429,8 @@ impl SessionStore for RedisStore {
     }
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
         let redis_key = self.key(key);
-        let mut cmd = ::redis::cmd("GET");
-        cmd.arg(&redis_key);
+        let mut cmd = ::redis::Cmd::with_capacity(2, 3 + redis_key.len());
+        cmd.arg("GET").arg(&redis_key);
         let cmd = &cmd;
         let value: Option<Vec<u8>> = match self
             .run_raw(|mut c| async move { cmd.query_async(&mut c).await })
