@@ -46,6 +46,16 @@ def make_app(store, interface=None, **config):
         flask.session.clear()
         return "cleared"
 
+    @app.route("/fail/<key>/<value>")
+    def fail(key, value):
+        flask.session[key] = value
+        return "failed", 503
+
+    @app.route("/clear-and-fail")
+    def clear_and_fail():
+        flask.session.clear()
+        return "failed", 500
+
     # Two of these on one session meet at the barrier after both read it.
     app.race_barrier = threading.Barrier(2, timeout=10)
 
@@ -261,6 +271,14 @@ def test_the_secret_key_may_be_any_length(store):
 
 
 # -- failures ------------------------------------------------------------------
+
+def test_a_failed_request_changes_nothing(store):
+    client = make_app(store).test_client()
+    client.get("/set/user/ada")
+    assert client.get("/fail/user/mallory").status_code == 503
+    assert client.get("/clear-and-fail").status_code == 500
+    assert client.get("/get/user").data == b"'ada'"
+
 
 def test_a_store_failure_is_a_clean_500():
     flaky = CountingStore()

@@ -69,6 +69,14 @@ def make_app(store, **options):
         await request.session.terminate()
         return PlainTextResponse("bye")
 
+    async def fail(request):
+        request.session[request.path_params["key"]] = request.path_params["value"]
+        return PlainTextResponse("failed", status_code=503)
+
+    async def clear_and_fail(request):
+        request.session.clear()
+        return PlainTextResponse("failed", status_code=500)
+
     async def ws(websocket):
         await websocket.accept()
         await websocket.send_json(websocket.session.get("user"))
@@ -79,6 +87,7 @@ def make_app(store, **options):
         routes=[
             Route("/public", public), Route("/get/{key}", get), Route("/set/{key}/{value}", set_),
             Route("/race/{key}", race), Route("/login/{user}", login), Route("/logout", logout),
+            Route("/fail/{key}/{value}", fail), Route("/clear-and-fail", clear_and_fail),
             WebSocketRoute("/ws", ws),
         ],
         middleware=[Middleware(SessionMiddleware, secret_key=options.pop("secret_key", SECRET),
@@ -275,6 +284,16 @@ def test_a_store_failure_is_a_clean_500():
                 assert "set-cookie" not in rv.headers
             flaky.fail = False
             client.cookies.set("session", cookie, domain="testserver.local")
+            assert await json_of(client, "/get/user") == "ada"
+    run(main())
+
+
+def test_a_failed_request_changes_nothing(store):
+    async def main():
+        async with client_for(make_app(store)) as client:
+            await client.get("/set/user/ada")
+            assert (await client.get("/fail/user/mallory")).status_code == 503
+            assert (await client.get("/clear-and-fail")).status_code == 500
             assert await json_of(client, "/get/user") == "ada"
     run(main())
 

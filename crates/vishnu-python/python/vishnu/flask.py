@@ -66,13 +66,13 @@ class VishnuSession(dict, SessionMixin):
             self.accessed = True
         if self._loaded:
             return
-        self._loaded = True
         if self._had_cookie:
-            texts = self._native.entries()
+            texts = self._native.entries()  # a store failure leaves the session unloaded
             loads = self._serializer.loads
             for key, text in texts.items():
                 dict.__setitem__(self, key, loads(text))
             self._original = texts
+        self._loaded = True
 
     def _changed(self):
         self.accessed = True
@@ -274,7 +274,7 @@ class SessionInterface(_FlaskSessionInterface):
                 timeout = lifetime if dict.get(session, "_permanent") else None
                 if native.timeout() != timeout:
                     native.set_timeout(timeout)
-            else:
+            elif response.status_code < 500:  # as for any change, none from a failed request
                 native.terminate()
         elif refresh and session._had_cookie and not session._loaded:
             # Whether the cookie is due again depends on session.permanent.
@@ -283,13 +283,6 @@ class SessionInterface(_FlaskSessionInterface):
 
         if session.accessed:
             response.vary.add("Cookie")
-        name = self.get_cookie_name(app)
-        domain = self.get_cookie_domain(app)
-        path = self.get_cookie_path(app)
-        secure = self.get_cookie_secure(app)
-        partitioned = self.get_cookie_partitioned(app)
-        samesite = self.get_cookie_samesite(app)
-        httponly = self.get_cookie_httponly(app)
         if parts is None:
             # The engine's cookie stands; Flask sends it again when the
             # session was modified, or is permanent and refreshed each request.
@@ -307,15 +300,18 @@ class SessionInterface(_FlaskSessionInterface):
             # cookie this app cannot read (say, signed with a retired key)
             # is left alone, as Flask leaves it.
             if session.modified:
-                response.delete_cookie(name, domain=domain, path=path, secure=secure,
-                                       partitioned=partitioned, samesite=samesite, httponly=httponly)
+                response.delete_cookie(self.get_cookie_name(app), **self._cookie_settings(app))
                 response.vary.add("Cookie")
             return
         else:
             _, value, expires = parts
-        response.set_cookie(name, value, expires=expires, httponly=httponly, domain=domain,
-                            path=path, secure=secure, partitioned=partitioned, samesite=samesite)
+        response.set_cookie(self.get_cookie_name(app), value, expires=expires, **self._cookie_settings(app))
         response.vary.add("Cookie")
+
+    def _cookie_settings(self, app):
+        return dict(domain=self.get_cookie_domain(app), path=self.get_cookie_path(app),
+                    secure=self.get_cookie_secure(app), partitioned=self.get_cookie_partitioned(app),
+                    samesite=self.get_cookie_samesite(app), httponly=self.get_cookie_httponly(app))
 
 
 class Session(object):

@@ -257,7 +257,7 @@ class SessionMiddleware(object):
         if modified:
             if session:
                 _record_changes(native, session, getattr(session, "_original", {}))
-            else:
+            elif status < 500:  # as for any change, none from a failed request
                 await _run(native.terminate, native.aterminate)
         parts = await _run(native.finish_cookie, native.afinish_cookie, status)
         vary = getattr(session, "accessed", True)
