@@ -11,7 +11,7 @@ from markupsafe import Markup
 
 import vishnu.flask
 
-from conftest import require_env
+from conftest import free_port, require_env
 from test_middleware import FlakyStore
 
 SECRET = "a Flask secret key, any length"
@@ -292,6 +292,15 @@ def test_a_store_failure_is_a_clean_500():
         assert b"10.1.2.3" not in rv.data and b"Error" not in rv.data.replace(b"Internal Server Error", b"")
     flaky.fail = False
     assert client.get("/get/user").data == b"'ada'"
+
+
+def test_a_store_down_at_startup_fails_only_the_requests_that_use_the_session():
+    app = make_app("redis://127.0.0.1:%d/0" % free_port(), TESTING=False)
+    client = app.test_client()
+    assert client.get("/public").data == b"public"
+    rv = client.get("/set/user/ada")
+    assert rv.status_code == 500 and b"127.0.0.1" not in rv.data
+    assert client.get("/public").status_code == 200
 
 
 # -- setup ---------------------------------------------------------------------

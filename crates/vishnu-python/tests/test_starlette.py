@@ -18,7 +18,7 @@ from starlette.testclient import TestClient
 
 from vishnu.starlette import Session, SessionMiddleware
 
-from conftest import require_env
+from conftest import free_port, require_env
 from test_flask import SECRET, CountingStore, cookie_of
 from test_flask import make_app as make_flask_app
 
@@ -295,6 +295,17 @@ def test_a_failed_request_changes_nothing(store):
             assert (await client.get("/fail/user/mallory")).status_code == 503
             assert (await client.get("/clear-and-fail")).status_code == 500
             assert await json_of(client, "/get/user") == "ada"
+    run(main())
+
+
+def test_a_store_down_at_startup_fails_only_the_requests_that_use_the_session():
+    async def main():
+        async with client_for(make_app("redis://127.0.0.1:%d/0" % free_port())) as client:
+            assert (await client.get("/public")).text == "public"
+            rv = await client.get("/set/user/ada")
+            assert (rv.status_code, rv.content) == (500, b"")
+            client.cookies.set("session", "any", domain="testserver.local")
+            assert (await client.get("/public")).status_code == 500  # a cookie: the session is loaded
     run(main())
 
 

@@ -52,14 +52,24 @@ class VishnuSession(dict, SessionMixin):
     #: changing a mutable value in place, as with Flask's own session.
     modified = False
 
-    def __init__(self, native, serializer, had_cookie):
+    def __init__(self, begin, serializer, had_cookie):
         super().__init__()
-        self._native = native
+        self._begin = begin
+        self._engine_session = None
         self._serializer = serializer
         self._had_cookie = had_cookie
         self._loaded = False
         self._original = {}
         self._finished = False
+
+    @property
+    def _native(self):
+        # Begun on first use: a request that never uses its session never
+        # needs the store (not even opened, should it be down).
+        native = self._engine_session
+        if native is None:
+            native = self._engine_session = self._begin()
+        return native
 
     def _load(self, access=True):
         if access:
@@ -252,11 +262,11 @@ class SessionInterface(_FlaskSessionInterface):
 
     def open_session(self, app, request):
         """The request's session, not loaded yet; None (Flask's null session) without a secret key."""
-        engine = self._engine(app)
-        if engine is None:
+        if not app.secret_key:
             return None
         value = request.cookies.get(self.get_cookie_name(app)) or None
-        return self.session_class(engine.begin_value(value), self.serializer, value is not None)
+        return self.session_class(lambda: self._engine(app).begin_value(value), self.serializer,
+                                  value is not None)
 
     def save_session(self, app, session, response):
         """Records the request's changes, lets the engine save them, and
@@ -264,8 +274,10 @@ class SessionInterface(_FlaskSessionInterface):
         if session._finished:  # Flask finalizes again after an error in the first try
             return
         session._finished = True
-        native = session._native
         refresh = app.config["SESSION_REFRESH_EACH_REQUEST"]
+        if not (session._loaded or session.modified or (refresh and session._had_cookie)):
+            return  # the session was not used: the engine has nothing to do
+        native = session._native
         if session.modified:
             session._load()  # the app may set modified without touching the session
             if dict.__len__(session):

@@ -44,7 +44,17 @@ class Session(dict):
 
     accessed = False
     modified = False
-    _native = None
+    _begin = None
+    _engine_session_ = None
+
+    @property
+    def _native(self):
+        native = self._engine_session_
+        if native is None:
+            if self._begin is None:
+                raise RuntimeError("this session is not served by vishnu.starlette.SessionMiddleware")
+            native = self._engine_session_ = self._begin()
+        return native
 
     def mark_accessed(self):
         self.accessed = True
@@ -88,20 +98,17 @@ class Session(dict):
         self.mark_modified()
         return super().__ior__(other)
 
-    def _engine_session(self):
-        if self._native is None:
-            raise RuntimeError("this session is not served by vishnu.starlette.SessionMiddleware")
-        return self._native
-
     async def cycle_id(self):
         """Gives the session a new id for the same data (call it at login,
         against session fixation); the old id stops working."""
-        native = self._engine_session()
+        native = self._native
+        self._used = True
         await _run(native.cycle_id, native.acycle_id)
 
     async def terminate(self):
         """Ends the session in the store and removes the cookie."""
-        native = self._engine_session()
+        native = self._native
+        self._used = True
         await _run(native.terminate, native.aterminate)
         super().clear()
         self.mark_modified()
@@ -180,11 +187,13 @@ class SessionMiddleware(object):
         # A cookie with Max-Age <= 0 is dead on arrival: never read back.
         self._expired_on_arrival = max_age is not None and max_age <= 0
         self._timeout = None if max_age is None else (1 if self._expired_on_arrival else int(max_age))
-        if hasattr(store, "_shared_store"):  # a vishnu.backend configuration
-            store = store._shared_store()
-        self.engine = make_engine(str(secret_key), store=store, cookie_name=session_cookie,
-                                  fallback_secrets=[str(k) for k in fallback_secret_keys],
-                                  timeout=self._timeout, auto_save=True)
+        self._store = store
+        self._secrets = (str(secret_key), [str(k) for k in fallback_secret_keys])
+        self._engine = None
+        try:
+            self._engine_now()
+        except SessionError as e:  # opened again when a request uses its session
+            log.error("vishnu: the session store cannot be opened now: %s", e)
         self.security_flags = "httponly; samesite=" + same_site
         if https_only:  # Secure flag can be used with HTTPS only
             self.security_flags += "; secure"
@@ -193,28 +202,48 @@ class SessionMiddleware(object):
         if partitioned:
             self.security_flags += "; partitioned"
 
+    def _engine_now(self):
+        """The engine, built on first use (its store opened); raises the
+        store's error while the store cannot be opened."""
+        if self._engine is None:
+            store = self._store
+            if hasattr(store, "_shared_store"):  # a vishnu.backend configuration
+                store = store._shared_store()
+            secret, fallbacks = self._secrets
+            self._engine = make_engine(secret, store=store, cookie_name=self.session_cookie,
+                                       fallback_secrets=fallbacks, timeout=self._timeout,
+                                       auto_save=True)
+        return self._engine
+
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         header = None if self._expired_on_arrival else _cookie_header(scope)
-        native = self.engine.begin(header)
         original = {}
-        if header is not None and self.session_cookie + "=" in header:
+        has_cookie = header is not None and self.session_cookie + "=" in header
+        if has_cookie:
             try:
+                native = self._engine_now().begin(header)
                 original = await _run(native.entries, native.aentries)
             except SessionError as e:
                 log.error("vishnu: the session could not be loaded, answering 500: %s", e)
                 await _refuse(scope, send, 500)
                 return
+            begin = lambda: native  # noqa: E731
+        else:
+            # Begun on first use: a request without a cookie that never
+            # changes its session never needs the store.
+            begin = lambda: self._engine_now().begin(None)  # noqa: E731
         session = Session({key: json.loads(text) for key, text in original.items()})
-        session._native = native
+        session._begin = begin
         session._original = original
+        session._used = has_cookie  # a cookie the engine judges (refresh, renewal, re-issue)
         scope["session"] = session
 
         if scope["type"] == "websocket":
             await self.app(scope, receive, send)
-            await self._save_after_websocket(scope, native)
+            await self._save_after_websocket(scope, session)
             return
 
         failed = False
@@ -225,7 +254,7 @@ class SessionMiddleware(object):
                 return
             if message["type"] == "http.response.start":
                 try:
-                    cookie = await self._finish(scope, native, message["status"])
+                    cookie = await self._finish(scope, session, message["status"])
                 except Superseded:
                     log.info("vishnu: a write with a session id cycled away by another request: answering 409")
                     failed = True
@@ -250,13 +279,19 @@ class SessionMiddleware(object):
 
         await self.app(scope, receive, send_wrapper)
 
-    async def _finish(self, scope, native, status):
-        """Saves the request's changes; returns (add Vary: Cookie, Set-Cookie value or None)."""
+    async def _finish(self, scope, ours, status):
+        """Saves the request's changes; returns (add Vary: Cookie, Set-Cookie value or None).
+        ``ours`` is the session the middleware made; the app may have put
+        another dict in the scope."""
         session = scope["session"]
         modified = getattr(session, "modified", True)
+        if not (modified or ours._original or ours._used):
+            # Nothing loaded, changed, or asked of the engine: it has nothing to do.
+            return getattr(session, "accessed", True), None
+        native = ours._native
         if modified:
             if session:
-                _record_changes(native, session, getattr(session, "_original", {}))
+                _record_changes(native, session, ours._original)
             elif status < 500:  # as for any change, none from a failed request
                 await _run(native.terminate, native.aterminate)
         parts = await _run(native.finish_cookie, native.afinish_cookie, status)
@@ -280,15 +315,16 @@ class SessionMiddleware(object):
         return True, "%s=%s; path=%s; %s%s" % (self.session_cookie, value, self.path, max_age,
                                                self.security_flags)
 
-    async def _save_after_websocket(self, scope, native):
+    async def _save_after_websocket(self, scope, ours):
         # A websocket cannot set a cookie once accepted: changes are saved
         # only for a session the store already holds (its cookie stays valid).
         session = scope["session"]
-        if not getattr(session, "modified", False) or not native.is_stored():
+        if not getattr(session, "modified", False) or not ours._original:
             return
         try:
+            native = ours._native
             if session:
-                _record_changes(native, session, getattr(session, "_original", {}))
+                _record_changes(native, session, ours._original)
                 await _run(native.save, native.asave)
             else:
                 await _run(native.terminate, native.aterminate)

@@ -3,7 +3,7 @@ from typing import Any, Iterable, Literal, Optional, Union
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vishnu.backend.config import Base
-from vishnu._vishnu import Engine, Store
+from vishnu._vishnu import Store
 
 class Session(dict[str, Any]):
     accessed: bool
@@ -18,7 +18,6 @@ class Session(dict[str, Any]):
 
 class SessionMiddleware:
     app: ASGIApp
-    engine: Engine
     session_cookie: str
     max_age: Optional[int]
     path: str
