@@ -630,9 +630,14 @@ pub(crate) async fn persist(
     let existing = session.state().live.as_ref().map(|l| l.key.clone());
     let _turn = match (&existing, server) {
         (Some(key), Some(_)) => {
-            match tokio::time::timeout_at(deadline, write_lock(config, key).lock()).await {
+            let lock = write_lock(config, key);
+            // Uncontended (the usual case): no timer to arm.
+            match lock.try_lock() {
                 Ok(turn) => Some(turn),
-                Err(_) => return Err(gave_up(0)),
+                Err(_) => match tokio::time::timeout_at(deadline, lock.lock()).await {
+                    Ok(turn) => Some(turn),
+                    Err(_) => return Err(gave_up(0)),
+                },
             }
         }
         _ => None,

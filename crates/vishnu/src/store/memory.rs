@@ -132,8 +132,9 @@ impl Shard {
         } else {
             &mut self.anonymous
         };
-        order.remove(&old);
-        order.insert(used, key.clone());
+        // The key moves to its new place in the order: no copy of it.
+        let moved = order.remove(&old).unwrap_or_else(|| key.clone());
+        order.insert(used, moved);
     }
 
     fn sweep(&mut self, now: Millis) {
