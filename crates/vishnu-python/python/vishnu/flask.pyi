@@ -9,6 +9,8 @@ from werkzeug.wrappers import Request, Response
 from vishnu.backend.config import Base
 from vishnu._vishnu import Store
 
+__all__ = ["Session", "SessionInterface", "VishnuSession"]
+
 class VishnuSession(dict[str, Any], SessionMixin):
     accessed: bool
     modified: bool

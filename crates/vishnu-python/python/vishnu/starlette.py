@@ -168,13 +168,17 @@ class SessionMiddleware(object):
 
     The arguments are Starlette's (``max_age`` in seconds, None for a
     browser-session cookie; a ``max_age`` of 0 or less makes cookies that are
-    never accepted back, as with Starlette) plus ``store``: a store URL
+    never accepted back, as with Starlette) plus ``store``, a store URL
     (``"cookie"``, the default, ``"memory"``, ``"redis://…"``, …) or a
-    ``vishnu.backend`` configuration, and ``fallback_secret_keys``: older keys whose cookies
-    are still accepted and re-issued under ``secret_key`` (key rotation).
-    ``secret_key`` may be any length (vishnu derives its secret from it with
-    HKDF); the same key and cookie name share sessions with the Flask and
-    Django fronts and with Rust services on the same store.
+    ``vishnu.backend`` configuration, and ``fallback_secret_keys``, older
+    keys whose cookies are still accepted and re-issued under ``secret_key``
+    (key rotation). ``secret_key`` may be any length (vishnu derives its
+    secret from it with HKDF); the same key and cookie name share sessions
+    with the Flask and Django fronts and with Rust services on the same store.
+
+    The store is opened when the middleware is built; if it cannot be, it is
+    opened again by the first request that uses its session, and until then
+    such requests answer 500.
     """
 
     def __init__(self, app, secret_key, session_cookie="session", max_age=14 * 24 * 60 * 60,

@@ -5,6 +5,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from vishnu.backend.config import Base
 from vishnu._vishnu import Store
 
+__all__ = ["Session", "SessionMiddleware"]
+
 class Session(dict[str, Any]):
     accessed: bool
     modified: bool
