@@ -199,6 +199,26 @@ def test_concurrent_requests_changing_different_keys_both_keep_their_change():
     assert client.get("/get/seed").data == b"'1'"
 
 
+def test_a_burst_of_concurrent_requests_each_setting_its_own_key_loses_none():
+    app = make_app(require_env("VISHNU_REDIS_URL"))
+    client = app.test_client()
+    client.get("/set/seed/1")
+    cookie = cookie_of(client)
+
+    def request(i):
+        other = app.test_client()
+        other.set_cookie("session", cookie)
+        assert other.get("/set/k%d/%d" % (i, i)).status_code == 200
+
+    threads = [threading.Thread(target=request, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with client.session_transaction() as session:
+        assert {k: v for k, v in session.items() if k.startswith("k")} == {"k%d" % i: str(i) for i in range(16)}
+
+
 def test_flasks_own_cookie_session_loses_one_of_two_concurrent_changes():
     """The contrast: with Flask's default interface, each response carries
     its own copy of the session and the browser keeps only the last one."""

@@ -185,6 +185,24 @@ def test_concurrent_requests_changing_different_keys_both_keep_their_change():
     run(main())
 
 
+def test_a_burst_of_concurrent_requests_each_setting_its_own_key_loses_none():
+    url = require_env("VISHNU_REDIS_URL")
+
+    async def main():
+        app = make_app(url)
+        async with client_for(app) as client:
+            await client.get("/set/seed/1")
+            cookie = client.cookies["session"]
+
+            async def request(i):
+                async with client_for(app, cookie) as other:
+                    assert (await other.get("/set/k%d/%d" % (i, i))).status_code == 200
+
+            await asyncio.gather(*(request(i) for i in range(16)))
+            assert [await json_of(client, "/get/k%d" % i) for i in range(16)] == [str(i) for i in range(16)]
+    run(main())
+
+
 def test_the_store_is_read_once_and_only_when_the_request_has_a_cookie():
     counting = CountingStore()
 
