@@ -56,6 +56,12 @@ def make_app(store, interface=None, **config):
         flask.session.clear()
         return "failed", 500
 
+    @app.route("/login/<user>")
+    def login(user):
+        flask.session["user"] = user
+        flask.session.cycle_id()
+        return "welcome"
+
     # Two of these on one session meet at the barrier after both read it.
     app.race_barrier = threading.Barrier(2, timeout=10)
 
@@ -153,14 +159,14 @@ def test_refresh_each_request_reads_a_permanent_session_to_send_its_cookie_again
     counting = CountingStore()
     app = make_app(counting)
 
-    @app.route("/login")
-    def login():
+    @app.route("/remember-me")
+    def remember_me():
         flask.session["user"] = "ada"
         flask.session.permanent = True
         return ""
 
     client = app.test_client()
-    client.get("/login")
+    client.get("/remember-me")
     rv = client.get("/public")
     assert counting.loads == 1
     assert "Expires=" in rv.headers["Set-Cookie"] and rv.headers["Vary"] == "Cookie"
@@ -257,6 +263,22 @@ def test_an_emptied_session_is_ended_in_the_store():
     thief = app.test_client()
     thief.set_cookie("session", stolen)
     assert thief.get("/get/user").data == b"None"
+
+
+def test_login_cycles_the_id_and_the_old_id_grants_nothing():
+    app = make_app(require_env("VISHNU_REDIS_URL"))
+    client = app.test_client()
+    client.get("/set/cart/3")
+    before = cookie_of(client)
+    client.get("/login/ada")
+    assert cookie_of(client) != before
+    assert (client.get("/get/user").data, client.get("/get/cart").data) == (b"'ada'", b"'3'")
+    stale = app.test_client()
+    stale.set_cookie("session", before)
+    assert stale.get("/get/user").data == b"None"
+    rv = stale.get("/set/user/mallory")  # a write with the cycled-away id, within the grace window
+    assert (rv.status_code, rv.data, rv.headers.get("Set-Cookie")) == (409, b"", None)
+    assert client.get("/get/user").data == b"'ada'"
 
 
 def test_partitioned_cookie(store):

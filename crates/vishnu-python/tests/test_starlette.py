@@ -359,6 +359,17 @@ def test_login_cycles_the_id_and_logout_ends_the_session():
             assert "expires=Thu, 01 Jan 1970" in rv.headers["set-cookie"]
         async with client_for(app, after) as replay:
             assert await json_of(replay, "/get/user") is None
+
+        async with client_for(app) as client:
+            await client.get("/set/cart/3")
+            before = client.cookies["session"]
+            await client.get("/login/ada")
+            async with client_for(app, before) as stale:  # the cycled-away id, within the grace window
+                rv = await stale.get("/set/user/mallory")
+                assert (rv.status_code, rv.content, rv.headers.get("set-cookie")) == (409, b"", None)
+                rv = await stale.get("/login/mallory")
+                assert (rv.status_code, rv.headers.get("set-cookie")) == (409, None)
+            assert await json_of(client, "/get/user") == "ada"
     run(main())
 
 

@@ -27,7 +27,13 @@ ended in the store (not just forgotten by the browser). With
 cookie of a session it never touches still reads the store once, to know
 whether the session is permanent and its cookie is due again; set it to False
 to spare that read.
+
+Added: ``flask.session.cycle_id()`` gives the session a new id (call it at
+login, against session fixation). A request whose session id another request
+cycled away (a login, in any front sharing the session) is answered 409
+without a cookie, its changes not saved.
 """
+import logging
 import threading
 from datetime import datetime, timezone
 
@@ -35,10 +41,13 @@ from flask.sessions import SessionInterface as _FlaskSessionInterface
 from flask.sessions import SessionMixin, session_json_serializer
 
 from vishnu._framework import make_engine
+from vishnu._vishnu import Superseded
 
 __all__ = ["Session", "SessionInterface", "VishnuSession"]
 
 _MISSING = object()
+
+log = logging.getLogger("vishnu")
 
 
 class VishnuSession(dict, SessionMixin):
@@ -197,6 +206,14 @@ class VishnuSession(dict, SessionMixin):
         self._changed()
         dict.clear(self)
 
+    def cycle_id(self):
+        """Gives the session a new id for the same data, at once (call it at
+        login, against session fixation): the old id stops working and the
+        response carries the new cookie. Not in Flask's own session."""
+        self._load()
+        self._native.cycle_id()
+        self.modified = True
+
     def _record_changes(self):
         """Hands the engine one set or delete per key this request changed."""
         native, dumps, loads = self._native, self._serializer.dumps, self._serializer.loads
@@ -278,20 +295,28 @@ class SessionInterface(_FlaskSessionInterface):
         if not (session._loaded or session.modified or (refresh and session._had_cookie)):
             return  # the session was not used: the engine has nothing to do
         native = session._native
-        if session.modified:
-            session._load()  # the app may set modified without touching the session
-            if dict.__len__(session):
-                session._record_changes()
-                lifetime = max(1, int(app.permanent_session_lifetime.total_seconds()))
-                timeout = lifetime if dict.get(session, "_permanent") else None
-                if native.timeout() != timeout:
-                    native.set_timeout(timeout)
-            elif response.status_code < 500:  # as for any change, none from a failed request
-                native.terminate()
-        elif refresh and session._had_cookie and not session._loaded:
-            # Whether the cookie is due again depends on session.permanent.
-            session._load(access=False)
-        parts = native.finish_cookie(response.status_code)
+        try:
+            if session.modified:
+                session._load()  # the app may set modified without touching the session
+                if dict.__len__(session):
+                    session._record_changes()
+                    lifetime = max(1, int(app.permanent_session_lifetime.total_seconds()))
+                    timeout = lifetime if dict.get(session, "_permanent") else None
+                    if native.timeout() != timeout:
+                        native.set_timeout(timeout)
+                elif response.status_code < 500:  # as for any change, none from a failed request
+                    native.terminate()
+            elif refresh and session._had_cookie and not session._loaded:
+                # Whether the cookie is due again depends on session.permanent.
+                session._load(access=False)
+            parts = native.finish_cookie(response.status_code)
+        except Superseded:
+            # Another request (a login) gave the session a new id: this
+            # request's old id grants nothing. 409, and no cookie at all.
+            log.info("vishnu: a write with a session id cycled away by another request: answering 409")
+            response.status_code = 409
+            response.set_data(b"")
+            return
 
         if session.accessed:
             response.vary.add("Cookie")

@@ -14,6 +14,7 @@ __all__ = ["Session", "SessionInterface", "VishnuSession"]
 class VishnuSession(dict[str, Any], SessionMixin):
     accessed: bool
     modified: bool
+    def cycle_id(self) -> None: ...
 
 class SessionInterface(_FlaskSessionInterface):
     serializer: TaggedJSONSerializer

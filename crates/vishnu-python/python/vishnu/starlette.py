@@ -250,13 +250,14 @@ class SessionMiddleware(object):
             await self._save_after_websocket(scope, session)
             return
 
-        failed = False
+        failed = started = False
 
         async def send_wrapper(message):
-            nonlocal failed
+            nonlocal failed, started
             if failed:
                 return
             if message["type"] == "http.response.start":
+                started = True
                 try:
                     cookie = await self._finish(scope, session, message["status"])
                 except Superseded:
@@ -281,7 +282,13 @@ class SessionMiddleware(object):
                         headers.append("Set-Cookie", set_cookie)
             await send(message)
 
-        await self.app(scope, receive, send_wrapper)
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Superseded:  # from cycle_id() or terminate() in the app
+            if started:
+                raise
+            log.info("vishnu: a write with a session id cycled away by another request: answering 409")
+            await _refuse(scope, send, 409)
 
     async def _finish(self, scope, ours, status):
         """Saves the request's changes; returns (add Vary: Cookie, Set-Cookie value or None).
