@@ -26,6 +26,8 @@ import json
 import logging
 import time
 
+from starlette.datastructures import MutableHeaders
+
 from vishnu._framework import make_engine
 from vishnu._vishnu import SessionError, Superseded
 
@@ -272,8 +274,6 @@ class SessionMiddleware(object):
                     return
                 vary, set_cookie = cookie
                 if vary or set_cookie:
-                    from starlette.datastructures import MutableHeaders
-
                     message.setdefault("headers", [])
                     headers = MutableHeaders(scope=message)
                     if vary:
