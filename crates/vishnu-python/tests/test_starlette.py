@@ -8,7 +8,6 @@ import threading
 import time
 import urllib.parse
 
-import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -19,8 +18,14 @@ from starlette.testclient import TestClient
 from vishnu.starlette import Session, SessionMiddleware
 
 from conftest import free_port, require_env
+
 from test_flask import SECRET, CountingStore, cookie_of
 from test_flask import make_app as make_flask_app
+
+try:  # Starlette 1.10's TestClient prefers httpx2 (httpx's API under another name)
+    import httpx2 as httpx
+except ImportError:
+    import httpx
 
 
 @pytest.fixture(params=["cookie", "redis"])
