@@ -138,10 +138,12 @@ fn bridge<'py>(
     Ok(made)
 }
 
-/// A Python awaitable for `future`, run on `rt` unless it completes at once.
+/// A Python awaitable for `future`, run on `rt` unless (with `try_now`) it
+/// completes at its first poll, here.
 pub(crate) fn awaitable<'py, F, T>(
     py: Python<'py>,
     rt: &tokio::runtime::Runtime,
+    try_now: bool,
     future: F,
 ) -> PyResult<Bound<'py, PyAny>>
 where
@@ -150,11 +152,13 @@ where
 {
     let event_loop = py.import("asyncio")?.call_method0("get_running_loop")?;
     let mut future = Box::pin(future);
-    let polled = {
+    let polled = if try_now {
         let _runtime = rt.enter();
         future
             .as_mut()
             .poll(&mut Context::from_waker(Waker::noop()))
+    } else {
+        Poll::Pending
     };
     let result = event_loop.call_method0("create_future")?;
     match polled {

@@ -71,12 +71,14 @@ fn runtime() -> PyResult<&'static Runtime> {
 }
 
 /// A Python awaitable for a future run on the engine's runtime (see [`aio`]).
-fn awaitable<'py, F, T>(py: Python<'py>, future: F) -> PyResult<Bound<'py, PyAny>>
+fn awaitable<'py, F, T>(py: Python<'py>, inline: bool, future: F) -> PyResult<Bound<'py, PyAny>>
 where
     F: Future<Output = PyResult<T>> + Send + 'static,
     T: for<'a> IntoPyObject<'a> + Send + 'static,
 {
-    aio::awaitable(py, runtime()?, future)
+    // A store written in Python runs inline, blocking the thread that polls:
+    // never the event loop's.
+    aio::awaitable(py, runtime()?, !inline, future)
 }
 
 /// A framework's secret key (any length) as a 32-byte vishnu secret
@@ -214,6 +216,8 @@ fn parse_json(key: &str, json: &str) -> PyResult<Value> {
 #[pyclass(frozen, module = "vishnu._vishnu")]
 struct Store {
     inner: Arc<dyn SessionStore>,
+    /// A store written in Python, whose calls block the polling thread.
+    inline: bool,
 }
 
 #[pymethods]
@@ -223,7 +227,10 @@ impl Store {
     fn open(py: Python<'_>, url: String) -> PyResult<Self> {
         let inner = block_on(py, async move { vishnu::store::open(&url).await })?
             .map_err(|e| StoreError::new_err(e.to_string()))?;
-        Ok(Self { inner })
+        Ok(Self {
+            inner,
+            inline: false,
+        })
     }
 
     /// Wraps a store written in Python (see `vishnu.backend.PythonStore`).
@@ -231,6 +238,7 @@ impl Store {
     fn python(store: Py<PyAny>) -> Self {
         Self {
             inner: Arc::new(pystore::PyStore::new(store)),
+            inline: true,
         }
     }
 
@@ -285,6 +293,7 @@ impl ManualClock {
 #[pyclass(frozen, module = "vishnu._vishnu")]
 struct Engine {
     inner: vishnu::Engine,
+    inline: bool,
 }
 
 #[pymethods]
@@ -364,6 +373,7 @@ impl Engine {
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
         Ok(Self {
             inner: vishnu::Engine::new(config),
+            inline: store.inline,
         })
     }
 
@@ -374,6 +384,7 @@ impl Engine {
         Session {
             inner: self.inner.begin(cookies),
             engine: self.inner.clone(),
+            inline: self.inline,
             finished: Mutex::new(false),
         }
     }
@@ -386,6 +397,7 @@ impl Engine {
         Session {
             inner: self.inner.begin(cookies),
             engine: self.inner.clone(),
+            inline: self.inline,
             finished: Mutex::new(false),
         }
     }
@@ -433,6 +445,7 @@ impl Engine {
 struct Session {
     inner: vishnu::Session,
     engine: vishnu::Engine,
+    inline: bool,
     finished: Mutex<bool>,
 }
 
@@ -489,7 +502,7 @@ impl Session {
         key: String,
         func: Py<PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        awaitable(py, update_value(self.inner.clone(), key, func))
+        awaitable(py, self.inline, update_value(self.inner.clone(), key, func))
     }
 
     /// Writes this request's changes now.
@@ -622,7 +635,7 @@ impl Session {
     /// `entries()` as an awaitable.
     fn aentries<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let s = self.inner.clone();
-        awaitable(py, async move {
+        awaitable(py, self.inline, async move {
             let data = s.entries().await.map_err(to_py)?;
             Python::attach(|py| entries_dict(py, data))
         })
@@ -654,25 +667,35 @@ impl Session {
             *f = true;
         }
         let (engine, s) = (self.engine.clone(), self.inner.clone());
-        awaitable(py, finish_parts(engine, s, status))
+        awaitable(py, self.inline, finish_parts(engine, s, status))
     }
 
     /// `save()` as an awaitable.
     fn asave<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let s = self.inner.clone();
-        awaitable(py, async move { s.save().await.map_err(to_py) })
+        awaitable(
+            py,
+            self.inline,
+            async move { s.save().await.map_err(to_py) },
+        )
     }
 
     /// `cycle_id()` as an awaitable.
     fn acycle_id<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let s = self.inner.clone();
-        awaitable(py, async move { s.cycle_id().await.map_err(to_py) })
+        awaitable(
+            py,
+            self.inline,
+            async move { s.cycle_id().await.map_err(to_py) },
+        )
     }
 
     /// `terminate()` as an awaitable.
     fn aterminate<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let s = self.inner.clone();
-        awaitable(py, async move { s.terminate().await.map_err(to_py) })
+        awaitable(py, self.inline, async move {
+            s.terminate().await.map_err(to_py)
+        })
     }
 }
 

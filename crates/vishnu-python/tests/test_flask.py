@@ -62,6 +62,12 @@ def make_app(store, interface=None, **config):
         flask.session.cycle_id()
         return "welcome"
 
+    @app.route("/incr-race")
+    def incr_race():
+        flask.session.get("n")
+        app.race_barrier.wait()  # both requests have read n before either writes
+        return str(flask.session.update_value("n", lambda n: (n or 0) + 1))
+
     # Two of these on one session meet at the barrier after both read it.
     app.race_barrier = threading.Barrier(2, timeout=10)
 
@@ -223,6 +229,34 @@ def test_a_burst_of_concurrent_requests_each_setting_its_own_key_loses_none():
         t.join()
     with client.session_transaction() as session:
         assert {k: v for k, v in session.items() if k.startswith("k")} == {"k%d" % i: str(i) for i in range(16)}
+
+
+def test_update_value_counts_both_of_two_overlapping_increments(store):
+    # Both requests read n = 1 before either writes: n = n + 1 would give 2;
+    # update_value gives 3. (With the cookie store each response carries its
+    # own cookie: only a server store can merge them.)
+    if store == "cookie":
+        store = "memory"
+    app = make_app(store)
+    client = app.test_client()
+    client.get("/set/seed/1")
+    with client.session_transaction() as session:
+        session["n"] = 1
+    cookie = cookie_of(client)
+    answers = []
+
+    def request():
+        other = app.test_client()
+        other.set_cookie("session", cookie)
+        answers.append(other.get("/incr-race").data)
+
+    threads = [threading.Thread(target=request) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(answers) == [b"2", b"3"]
+    assert client.get("/get/n").data == b"3"
 
 
 def test_flasks_own_cookie_session_loses_one_of_two_concurrent_changes():

@@ -65,6 +65,11 @@ def make_app(store, **options):
         request.session[key] = key
         return PlainTextResponse("ok")
 
+    async def incr_race(request):
+        request.session.get("n")
+        await request.app.state.meeting.wait()  # both requests have read n
+        return PlainTextResponse(str(await request.session.update_value("n", lambda n: (n or 0) + 1)))
+
     async def login(request):
         request.session["user"] = request.path_params["user"]
         await request.session.cycle_id()
@@ -91,7 +96,7 @@ def make_app(store, **options):
     app = Starlette(
         routes=[
             Route("/public", public), Route("/get/{key}", get), Route("/set/{key}/{value}", set_),
-            Route("/race/{key}", race), Route("/login/{user}", login), Route("/logout", logout),
+            Route("/race/{key}", race), Route("/incr-race", incr_race), Route("/login/{user}", login), Route("/logout", logout),
             Route("/fail/{key}/{value}", fail), Route("/clear-and-fail", clear_and_fail),
             WebSocketRoute("/ws", ws),
         ],
@@ -187,6 +192,21 @@ def test_concurrent_requests_changing_different_keys_both_keep_their_change():
                 ra, rb = await asyncio.gather(a.get("/race/a"), b.get("/race/b"))
             assert (ra.status_code, rb.status_code) == (200, 200)
             assert [await json_of(client, "/get/" + k) for k in ("a", "b", "seed")] == ["a", "b", "1"]
+    run(main())
+
+
+def test_update_value_counts_both_of_two_overlapping_increments():
+    url = require_env("VISHNU_REDIS_URL")
+
+    async def main():
+        app = make_app(url)
+        async with client_for(app) as client:
+            await client.get("/set/seed/1")
+            cookie = client.cookies["session"]
+            async with client_for(app, cookie) as a, client_for(app, cookie) as b:
+                ra, rb = await asyncio.gather(a.get("/incr-race"), b.get("/incr-race"))
+            assert sorted([ra.text, rb.text]) == ["1", "2"]
+            assert await json_of(client, "/get/n") == 2
     run(main())
 
 

@@ -214,6 +214,23 @@ class VishnuSession(dict, SessionMixin):
         self._native.cycle_id()
         self.modified = True
 
+    def update_value(self, key, func):
+        """Atomically replaces ``key``'s value with ``func(current value or
+        None)`` and saves it at once, merged under compare-and-set: parallel
+        requests that each add one to a counter all count (``session[key] =
+        session.get(key, 0) + 1`` loses some). ``func`` may run more than once
+        (on a conflict) and must have no side effects. Returns the new value.
+        Raises ``vishnu.session.Superseded`` when a login cycled this
+        request's id away meanwhile: nothing was saved. Not in Flask's own
+        session."""
+        self._load()
+        dumps, loads = self._serializer.dumps, self._serializer.loads
+        text = self._native.update(key, lambda old: dumps(func(None if old is None else loads(old))))
+        value = loads(text)
+        dict.__setitem__(self, key, value)
+        self._original[key] = text  # saved: not a change for the end of the request
+        return value
+
     def _record_changes(self):
         """Hands the engine one set or delete per key this request changed."""
         native, dumps, loads = self._native, self._serializer.dumps, self._serializer.loads

@@ -1,4 +1,4 @@
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import flask
 from flask.json.tag import TaggedJSONSerializer
@@ -15,6 +15,7 @@ class VishnuSession(dict[str, Any], SessionMixin):
     accessed: bool
     modified: bool
     def cycle_id(self) -> None: ...
+    def update_value(self, key: str, func: Callable[[Any], Any]) -> Any: ...
 
 class SessionInterface(_FlaskSessionInterface):
     serializer: TaggedJSONSerializer

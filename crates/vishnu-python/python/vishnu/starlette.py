@@ -107,6 +107,25 @@ class Session(dict):
         self._used = True
         await _run(native.cycle_id, native.acycle_id)
 
+    async def update_value(self, key, func):
+        """Atomically replaces ``key``'s value with ``func(current value or
+        None)`` and saves it at once, merged under compare-and-set: parallel
+        requests that each add one to a counter all count (``session[key] =
+        session.get(key, 0) + 1`` loses some). ``func`` may run more than once
+        (on a conflict) and must have no side effects. Returns the new value.
+        Raises ``vishnu.session.Superseded`` when a login cycled this
+        request's id away meanwhile: nothing was saved. Not in Starlette's
+        own session."""
+        native = self._native
+        self._used = True
+        self.accessed = True
+        text = await _run(native.update, native.aupdate, key,
+                          lambda old: _dumps(func(None if old is None else json.loads(old))))
+        value = json.loads(text)
+        dict.__setitem__(self, key, value)
+        self._original[key] = text  # saved: not a change for the end of the request
+        return value
+
     async def terminate(self):
         """Ends the session in the store and removes the cookie."""
         native = self._native
@@ -115,19 +134,6 @@ class Session(dict):
         super().clear()
         self.mark_modified()
         self._original = {}
-
-
-_exit_grace_registered = False
-
-
-def _grace_at_exit():
-    # The engine's runtime threads hand results to the event loop holding the
-    # GIL; one still finishing such a hand-off when the interpreter finalizes
-    # aborts the process (PyO3/pyo3-async-runtimes#40). A moment at exit,
-    # before finalization, lets it finish.
-    global _exit_grace_registered
-    _exit_grace_registered = True
-    atexit.register(time.sleep, 0.02)
 
 
 async def _run(blocking, awaitable, *args):
@@ -139,8 +145,6 @@ async def _run(blocking, awaitable, *args):
         import anyio.to_thread
 
         return await anyio.to_thread.run_sync(blocking, *args)
-    if not _exit_grace_registered:
-        _grace_at_exit()
     return await awaitable(*args)
 
 
