@@ -37,6 +37,13 @@ def check(name, ok, detail=""):
         failures += 1
 
 
+def removal(set_cookie):
+    """Whether a Set-Cookie removes its cookie: Max-Age=0, or an expiry in 1970
+    (Starlette's way)."""
+    attrs = set_cookie.lower().partition(";")[2]
+    return "max-age=0" in attrs or "01 jan 1970" in attrs or "01-jan-1970" in attrs
+
+
 class Browser:
     def __init__(self, base, agent=None):
         url = urllib.parse.urlsplit(base)
@@ -62,7 +69,7 @@ class Browser:
         for c in set_cookies:
             pair, _, attrs = c.partition(";")
             name, _, value = pair.partition("=")
-            if not value or "max-age=0" in attrs.lower():
+            if not value or removal(c):
                 self.cookies.pop(name.strip(), None)
             else:
                 self.cookies[name.strip()] = value.strip()
@@ -86,7 +93,8 @@ def main():
 
     status, text, sc, _ = b.request("GET", "/counter")
     check("GET /counter starts at 1 and sets a cookie", status == 200 and text.strip() == "1" and sc, (status, text, sc))
-    check("the cookie is HttpOnly and SameSite", bool(sc) and "HttpOnly" in sc[0] and "SameSite=" in sc[0], sc)
+    # Attribute names are case-insensitive (RFC 6265 5.2): Starlette writes "httponly".
+    check("the cookie is HttpOnly and SameSite", bool(sc) and "httponly" in sc[0].lower() and "samesite=" in sc[0].lower(), sc)
     first_cookie = dict(b.cookies)
     for expected in ("2", "3"):
         status, text, _, _ = b.request("GET", "/counter")
@@ -123,7 +131,7 @@ def main():
     logged_in = dict(b.cookies)
     status, text, sc, headers = b.request("POST", "/logout")
     check("POST /logout redirects 303 to /", status == 303 and headers.get("Location") == "/", status)
-    check("logout removes the cookie", not b.cookies and any("max-age=0" in c.lower() for c in sc), sc)
+    check("logout removes the cookie", not b.cookies and any(removal(c) for c in sc), sc)
     status, text, _, _ = b.request("GET", "/whoami")
     check("GET /whoami after logout is 401", status == 401, status)
 
@@ -268,7 +276,7 @@ def users_sessions(base, client_side):
     replayed.cookies = dict(laptop.cookies)
     status, _, sc, _ = laptop.request("POST", "/sessions/revoke-all")
     check("POST /sessions/revoke-all answers 303 and removes the cookie",
-          status == 303 and any("max-age=0" in c.lower() for c in sc) and not laptop.cookies, (status, sc))
+          status == 303 and any(removal(c) for c in sc) and not laptop.cookies, (status, sc))
     for name, device in (("desktop", desktop), ("laptop (its cookie replayed)", replayed)):
         status, _, _, _ = device.request("GET", "/whoami")
         check(f"revoke-all logs the {name} out", status == 401, status)

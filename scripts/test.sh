@@ -102,7 +102,7 @@ venv="$root/target/venv"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet --disable-pip-version-check maturin pytest gunicorn waitress \
   appengine-python-standard google-cloud-datastore cryptography \
-  "flask==3.1.2" "django==5.2.8" "starlette==1.10.0" "fastapi>=0.120" httpx python-multipart uvicorn
+  "flask==3.1.2" "django==5.2.8" "starlette==1.10.0" "fastapi>=0.120" httpx httpx2 python-multipart uvicorn
 # The codec's and the store key's known answers, recomputed by an independent implementation.
 "$venv/bin/python" scripts/kat_crosscheck.py
 rm -rf "$work/wheels"

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-django = pytest.importorskip("django")
+import django  # noqa: E402  (installed by scripts/test.sh; never skipped)
 
 from django.conf import settings  # noqa: E402
 

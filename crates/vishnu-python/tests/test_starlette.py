@@ -423,7 +423,7 @@ def test_a_session_is_shared_with_a_flask_app():
 
 
 def test_fastapi_request_session():
-    fastapi = pytest.importorskip("fastapi")
+    import fastapi
     app = fastapi.FastAPI()
     app.add_middleware(SessionMiddleware, secret_key=SECRET, store=require_env("VISHNU_REDIS_URL"))
 

@@ -17,6 +17,7 @@ from vishnu.session import Superseded
 app = flask.Flask(__name__)
 app.secret_key = os.environ.get("SECRET_KEY", "flask demo secret: change me")
 app.config["VISHNU_STORE"] = os.environ.get("VISHNU_STORE", "memory")
+app.config["SESSION_COOKIE_SAMESITE"] = "Lax"  # Flask sends none by default
 vishnu.flask.Session(app)
 
 
