@@ -40,9 +40,9 @@ step "Rust: build (release)"
 cargo build --release --manifest-path bench/Cargo.toml >&2
 mkdir -p "$work/rows" target/bench
 
-step "Rust: in-process, scale"
-bench/target/release/vishnu-bench "${quick[@]}" --suite rust-inprocess --suite rust-redis --suite scale --suite scale-sql \
-  > "$work/rows/rust.json"
+step "Rust: in-process, Redis (standalone and cluster), scale"
+bench/target/release/vishnu-bench "${quick[@]}" --suite rust-inprocess --suite rust-redis --suite rust-redis-cluster \
+  --suite scale --suite scale-sql > "$work/rows/rust.json"
 
 step "Python: virtualenvs (this package in release mode; the original vishnu 3.1.1)"
 ours="$root/target/bench-venv"
@@ -66,4 +66,5 @@ step "Python: in-process WSGI"
 step "results"
 python3 scripts/bench_report.py "$work"/rows/*.json > target/bench/results.json
 python3 scripts/bench_report.py --table target/bench/results.json
+python3 scripts/bench_report.py --targets target/bench/results.json || true
 echo "wrote target/bench/results.json" >&2

@@ -142,15 +142,13 @@ fn tower_sessions_app() -> Router {
         .layer(SessionManagerLayer::new(MemoryStore::default()).with_secure(false))
 }
 
-/// The apps of the actix rows: the same routes, under no session library, actix-session, or vishnu.
-#[derive(Clone, Copy)]
-enum ActixApp {
-    Floor,
-    ActixSession,
-    Vishnu,
-}
+/// The actix rows: the same routes under no session library (the floor),
+/// actix-session, and vishnu's actix-web middleware, in one actix system.
 
-fn actix(rounds: usize, iters: u64, app: ActixApp) -> Vec<(&'static str, f64)> {
+/// Per scenario, the per-round times of the actix floor, actix-session and actix-vishnu.
+type ActixTimes = Vec<(&'static str, [Vec<f64>; 3])>;
+
+fn actix(rounds: usize, iters: u64) -> ActixTimes {
     use actix_session::storage::CookieSessionStore;
     use actix_session::{Session, SessionMiddleware};
     use actix_web::cookie::Key;
@@ -186,28 +184,20 @@ fn actix(rounds: usize, iters: u64, app: ActixApp) -> Vec<(&'static str, f64)> {
         HttpResponse::Ok().body((n + 1).to_string())
     }
 
-    // The same timing loop for every app, whose service types differ.
-    macro_rules! time_scenarios {
-        ($app:ident, $cookie:ident, $out:ident) => {
-            for scenario in SCENARIOS {
-                let uri = format!("/{scenario}");
-                let mut samples = Vec::new();
-                for _ in 0..rounds {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        let req = test::TestRequest::get()
-                            .uri(&uri)
-                            .cookie($cookie.clone())
-                            .to_request();
-                        let res = test::call_service(&$app, req).await;
-                        assert!(res.status().is_success());
-                    }
-                    samples.push(start.elapsed().as_secs_f64() * 1e6 / iters as f64);
-                }
-                samples.sort_by(|a, b| a.total_cmp(b));
-                $out.push((scenario, samples[samples.len() / 2]));
+    // The same timing loop for every app, whose service types differ: one batch.
+    macro_rules! time_batch {
+        ($app:ident, $cookie:ident, $uri:ident) => {{
+            let start = Instant::now();
+            for _ in 0..iters {
+                let req = test::TestRequest::get()
+                    .uri(&$uri)
+                    .cookie($cookie.clone())
+                    .to_request();
+                let res = test::call_service(&$app, req).await;
+                assert!(res.status().is_success());
             }
-        };
+            start.elapsed().as_secs_f64() * 1e6 / iters as f64
+        }};
     }
 
     // The cookie the first answer to /write sets.
@@ -225,50 +215,50 @@ fn actix(rounds: usize, iters: u64, app: ActixApp) -> Vec<(&'static str, f64)> {
     }
 
     actix_web::rt::System::new().block_on(async move {
+        let floor = test::init_service(
+            App::new()
+                .route("/untouched", web::get().to(untouched))
+                .route("/read", web::get().to(plain))
+                .route("/write", web::get().to(plain)),
+        )
+        .await;
+        let floor_cookie = actix_web::cookie::Cookie::new("id", "x".repeat(120));
+        let session = test::init_service(
+            App::new()
+                .wrap(
+                    SessionMiddleware::builder(
+                        CookieSessionStore::default(),
+                        Key::from(&[7u8; 64]),
+                    )
+                    .cookie_secure(false)
+                    .build(),
+                )
+                .route("/untouched", web::get().to(untouched))
+                .route("/read", web::get().to(read))
+                .route("/write", web::get().to(write)),
+        )
+        .await;
+        let session_cookie = first_cookie!(session);
+        let ours = test::init_service(
+            App::new()
+                .wrap(vishnu::actix::SessionMiddleware::new(vishnu_config(false)))
+                .route("/untouched", web::get().to(untouched))
+                .route("/read", web::get().to(vishnu_read))
+                .route("/write", web::get().to(vishnu_write)),
+        )
+        .await;
+        let ours_cookie = first_cookie!(ours);
+        // Interleaved rounds, as for the axum apps: (floor, actix-session, actix-vishnu).
         let mut out = Vec::new();
-        match app {
-            ActixApp::Floor => {
-                let app = test::init_service(
-                    App::new()
-                        .route("/untouched", web::get().to(untouched))
-                        .route("/read", web::get().to(plain))
-                        .route("/write", web::get().to(plain)),
-                )
-                .await;
-                let cookie = actix_web::cookie::Cookie::new("id", "x".repeat(120));
-                time_scenarios!(app, cookie, out);
+        for scenario in SCENARIOS {
+            let uri = format!("/{scenario}");
+            let mut times = [Vec::new(), Vec::new(), Vec::new()];
+            for _ in 0..rounds {
+                times[0].push(time_batch!(floor, floor_cookie, uri));
+                times[1].push(time_batch!(session, session_cookie, uri));
+                times[2].push(time_batch!(ours, ours_cookie, uri));
             }
-            ActixApp::ActixSession => {
-                let app = test::init_service(
-                    App::new()
-                        .wrap(
-                            SessionMiddleware::builder(
-                                CookieSessionStore::default(),
-                                Key::from(&[7u8; 64]),
-                            )
-                            .cookie_secure(false)
-                            .build(),
-                        )
-                        .route("/untouched", web::get().to(untouched))
-                        .route("/read", web::get().to(read))
-                        .route("/write", web::get().to(write)),
-                )
-                .await;
-                let cookie = first_cookie!(app);
-                time_scenarios!(app, cookie, out);
-            }
-            ActixApp::Vishnu => {
-                let app = test::init_service(
-                    App::new()
-                        .wrap(vishnu::actix::SessionMiddleware::new(vishnu_config(false)))
-                        .route("/untouched", web::get().to(untouched))
-                        .route("/read", web::get().to(vishnu_read))
-                        .route("/write", web::get().to(vishnu_write)),
-                )
-                .await;
-                let cookie = first_cookie!(app);
-                time_scenarios!(app, cookie, out);
-            }
+            out.push((scenario, times));
         }
         out
     })
@@ -346,59 +336,92 @@ pub fn run(quick: bool) -> Vec<Value> {
     let floor_cookie = HeaderValue::from_static(
         "vishnu=AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQ",
     );
-    let mut floor_us = std::collections::HashMap::new();
+    let libs: [(&str, Router); 4] = [
+        ("floor", floor),
+        ("vishnu", vishnu_app(false)),
+        ("vishnu-encrypted", vishnu_app(true)),
+        ("tower-sessions", tower_sessions_app()),
+    ];
+    let cookies: Vec<HeaderValue> = libs
+        .iter()
+        .map(|(name, app)| {
+            if *name == "floor" {
+                floor_cookie.clone()
+            } else {
+                first_cookie(&rt, app)
+            }
+        })
+        .collect();
+    // Interleaved: every round times each library once, so that a burst of
+    // other work on the machine hits all of them alike. A library's overhead
+    // is the median over the rounds of its time minus the floor's in that round.
     for scenario in SCENARIOS {
         let path = leak(scenario);
-        let us = drive_axum(
-            &rt,
-            floor.clone(),
-            path,
-            Some(floor_cookie.clone()),
-            rounds,
-            iters,
-        );
-        floor_us.insert(scenario, us);
-        rows.push(row(SUITE, scenario, "floor", "us_per_request", us, "us"));
-    }
-    let libs: [(&str, Router, &str); 3] = [
-        ("vishnu", vishnu_app(false), "vishnu"),
-        ("vishnu-encrypted", vishnu_app(true), "vishnu"),
-        ("tower-sessions", tower_sessions_app(), "id"),
-    ];
-    for (name, app, _) in libs {
-        let cookie = first_cookie(&rt, &app);
-        for scenario in SCENARIOS {
-            let path = leak(scenario);
-            let us = drive_axum(&rt, app.clone(), path, Some(cookie.clone()), rounds, iters);
-            rows.push(row(SUITE, scenario, name, "us_per_request", us, "us"));
+        let mut times: Vec<Vec<f64>> = libs.iter().map(|_| Vec::new()).collect();
+        for _ in 0..rounds {
+            for (i, (_, app)) in libs.iter().enumerate() {
+                let us = drive_axum(&rt, app.clone(), path, Some(cookies[i].clone()), 1, iters);
+                times[i].push(us);
+            }
+        }
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(|a, b| a.total_cmp(b));
+            v[v.len() / 2]
+        };
+        for (i, (name, _)) in libs.iter().enumerate() {
             rows.push(row(
                 SUITE,
                 scenario,
                 name,
-                "overhead_us",
-                us - floor_us[scenario],
+                "us_per_request",
+                median(times[i].clone()),
                 "us",
             ));
+            if i > 0 {
+                let overheads = times[i].iter().zip(&times[0]).map(|(l, f)| l - f).collect();
+                rows.push(row(
+                    SUITE,
+                    scenario,
+                    name,
+                    "overhead_us",
+                    median(overheads),
+                    "us",
+                ));
+            }
         }
     }
-    let actix_floor = actix(rounds, iters / 2, ActixApp::Floor);
-    for (scenario, floor) in &actix_floor {
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    for (scenario, times) in actix(rounds, iters / 2) {
+        let [floor, session, ours] = times;
         rows.push(row(
             SUITE,
             scenario,
             "actix-floor",
             "us_per_request",
-            *floor,
+            median(floor.clone()),
             "us",
         ));
-    }
-    for (name, app) in [
-        ("actix-session", ActixApp::ActixSession),
-        ("actix-vishnu", ActixApp::Vishnu),
-    ] {
-        for ((scenario, floor), (_, lib)) in actix_floor.iter().zip(actix(rounds, iters / 2, app)) {
-            rows.push(row(SUITE, scenario, name, "us_per_request", lib, "us"));
-            rows.push(row(SUITE, scenario, name, "overhead_us", lib - floor, "us"));
+        for (name, lib) in [("actix-session", session), ("actix-vishnu", ours)] {
+            rows.push(row(
+                SUITE,
+                scenario,
+                name,
+                "us_per_request",
+                median(lib.clone()),
+                "us",
+            ));
+            let overheads = lib.iter().zip(&floor).map(|(l, f)| l - f).collect();
+            rows.push(row(
+                SUITE,
+                scenario,
+                name,
+                "overhead_us",
+                median(overheads),
+                "us",
+            ));
         }
     }
     codec(&mut rows, rounds, iters);

@@ -172,12 +172,26 @@ fn report(
         p99.push(percentile(&mut o.latencies, 99));
     }
     let mut rows = vec![
-        row(suite, scenario, library, "requests_per_s", median(rps), "1/s"),
+        row(
+            suite,
+            scenario,
+            library,
+            "requests_per_s",
+            median(rps),
+            "1/s",
+        ),
         row(suite, scenario, library, "p50_us", median(p50), "us"),
         row(suite, scenario, library, "p99_us", median(p99), "us"),
     ];
     if let Some(rt) = round_trips {
-        rows.push(row(suite, scenario, library, "round_trips", rt, "1/request"));
+        rows.push(row(
+            suite,
+            scenario,
+            library,
+            "round_trips",
+            rt,
+            "1/request",
+        ));
     }
     rows
 }
