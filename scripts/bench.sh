@@ -43,6 +43,8 @@ mkdir -p "$work/rows" target/bench
 step "Rust: in-process, Redis (standalone and cluster), scale"
 bench/target/release/vishnu-bench "${quick[@]}" --suite rust-inprocess --suite rust-redis --suite rust-redis-cluster \
   --suite scale --suite scale-sql > "$work/rows/rust.json"
+# Kept on its own too: the Rust rows survive a failure in the Python steps.
+cp "$work/rows/rust.json" target/bench/rust.json
 
 step "Python: virtualenvs (this package in release mode; the original vishnu 3.1.1)"
 ours="$root/target/bench-venv"
