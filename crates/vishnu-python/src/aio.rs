@@ -142,7 +142,7 @@ fn bridge<'py>(
 /// completes at its first poll, here.
 pub(crate) fn awaitable<'py, F, T>(
     py: Python<'py>,
-    rt: &tokio::runtime::Runtime,
+    rt: &'static tokio::runtime::Runtime,
     try_now: bool,
     future: F,
 ) -> PyResult<Bound<'py, PyAny>>
@@ -177,6 +177,7 @@ where
             }
             let shared = bridge.shared.clone();
             // Polled again, with a real waker, on the runtime.
+            crate::drive_in_background(rt)?;
             rt.spawn(async move {
                 let outcome = future.await;
                 shared.complete(

@@ -55,19 +55,40 @@ create_exception!(
     "The operation needs a server-side store: the cookie store keeps no server state, so a user's sessions cannot be listed or revoked."
 );
 
+/// The engine's runtime: a current-thread one, driven by whichever thread
+/// waits on it. A synchronous front (WSGI, Flask, Django) so does its store
+/// I/O on the request's own thread, as redis-py does, instead of handing every
+/// round trip to a runtime thread and back (two thread wake-ups each).
+/// Asyncio awaitables need the runtime driven while no thread waits on it:
+/// [`drive_in_background`] starts a thread for that on their first use.
 fn runtime() -> PyResult<&'static Runtime> {
     static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
     RUNTIME
         .get_or_init(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .thread_name("vishnu")
+            tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(|e| e.to_string())
         })
         .as_ref()
         .map_err(|e| PyRuntimeError::new_err(format!("vishnu: cannot start its runtime: {e}")))
+}
+
+/// Starts (once) the thread that drives the runtime for the tasks nobody
+/// blocks on: the asyncio awaitables'. From then on it does the process's
+/// store I/O, also for synchronous callers.
+pub(crate) fn drive_in_background(rt: &'static Runtime) -> PyResult<()> {
+    static STARTED: OnceLock<Result<(), String>> = OnceLock::new();
+    STARTED
+        .get_or_init(|| {
+            std::thread::Builder::new()
+                .name("vishnu-async".into())
+                .spawn(move || rt.block_on(std::future::pending::<()>()))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(|e| PyRuntimeError::new_err(format!("vishnu: cannot start its async thread: {e}")))
 }
 
 /// A Python awaitable for a future run on the engine's runtime (see [`aio`]).
