@@ -3,7 +3,7 @@
 framework's own session in the same app, driven in-process in a loop (a prepared WSGI environ
 or ASGI scope, no sockets).
 
-usage: bench_frameworks.py SCENARIO LIBRARY [--quick] [--redis URL]
+usage: bench_frameworks.py SCENARIO LIBRARY [LIBRARY...] [--quick] [--redis URL]
 
   flask-cookie-write      vishnu | flask-cookie   (Flask's default signed-cookie session)
   flask-redis-write       vishnu | flask-session  (Flask-Session 0.8 on Redis)
@@ -12,7 +12,9 @@ usage: bench_frameworks.py SCENARIO LIBRARY [--quick] [--redis URL]
 
 Every app serves one route that reads and writes the session (``n += 1``); only the session
 implementation differs. Each (scenario, library) runs in a process of its own (Django is
-configured once per process). Prints a JSON list of rows
+configured once per process). With several libraries, their processes take turns, three
+times each, and each row is the median of its three: a machine that gets busier during the
+run slows every library alike. Prints a JSON list of rows
 {"suite": "python-frameworks", "scenario", "library", "metric", "value", "unit"}.
 """
 import asyncio
@@ -144,23 +146,50 @@ SCENARIOS = {
 }
 
 
-def main():
-    if len(sys.argv) < 3 or sys.argv[1] not in SCENARIOS:
-        print(__doc__, file=sys.stderr)
-        return 2
-    scenario, library = sys.argv[1], sys.argv[2]
-    quick = "--quick" in sys.argv
-    redis_url = sys.argv[sys.argv.index("--redis") + 1] if "--redis" in sys.argv else None
-    if "redis" in scenario and not redis_url:
-        raise SystemExit("%s needs --redis URL" % scenario)
+def measure(scenario, library, quick, redis_url):
+    """Microseconds per request for one library, measured in this process."""
     kind, make = SCENARIOS[scenario]
     app = make(library, redis_url)
     rounds, iters = (3, 1000) if quick else (7, 5000)
-    us = (run_wsgi if kind == "wsgi" else run_asgi)(app, "/write", rounds, iters)
-    rows = [{"suite": "python-frameworks", "scenario": scenario, "library": library,
-             "metric": metric, "value": value, "unit": unit}
-            for metric, value, unit in (("us_per_request", us, "us"), ("requests_per_s", 1e6 / us, "1/s"))]
-    print("python-frameworks %-24s %-14s %10.2f us/request" % (scenario, library, us), file=sys.stderr)
+    return (run_wsgi if kind == "wsgi" else run_asgi)(app, "/write", rounds, iters)
+
+
+def in_turns(scenario, libraries, flags):
+    """Each library in a process of its own, taking turns three times; the median of each."""
+    import subprocess
+    samples = {library: [] for library in libraries}
+    for _ in range(3):
+        for library in libraries:
+            out = subprocess.run([sys.executable, __file__, scenario, library] + flags,
+                                 check=True, stdout=subprocess.PIPE, text=True).stdout
+            samples[library].append(json.loads(out)[0]["value"])
+    return {library: statistics.median(values) for library, values in samples.items()}
+
+
+def main():
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    quick = "--quick" in sys.argv
+    redis_url = sys.argv[sys.argv.index("--redis") + 1] if "--redis" in sys.argv else None
+    if redis_url in args:
+        args.remove(redis_url)
+    if len(args) < 2 or args[0] not in SCENARIOS:
+        print(__doc__, file=sys.stderr)
+        return 2
+    scenario, libraries = args[0], args[1:]
+    if "redis" in scenario and not redis_url:
+        raise SystemExit("%s needs --redis URL" % scenario)
+    if len(libraries) == 1:
+        times = {libraries[0]: measure(scenario, libraries[0], quick, redis_url)}
+    else:
+        flags = (["--quick"] if quick else []) + (["--redis", redis_url] if redis_url else [])
+        times = in_turns(scenario, libraries, flags)
+    rows = []
+    for library, us in times.items():
+        rows += [{"suite": "python-frameworks", "scenario": scenario, "library": library,
+                  "metric": metric, "value": value, "unit": unit}
+                 for metric, value, unit in (("us_per_request", us, "us"), ("requests_per_s", 1e6 / us, "1/s"))]
+        if len(libraries) > 1:
+            print("python-frameworks %-24s %-14s %10.2f us/request" % (scenario, library, us), file=sys.stderr)
     print(json.dumps(rows))
     return 0
 
