@@ -483,7 +483,6 @@ fn actix(url: &str, path: &'static str, per_task: usize, counting: bool) -> Outc
 
 /// One run of `library` against `url` (through the counting proxy when `counting`).
 fn run_once(
-    rt: &tokio::runtime::Runtime,
     url: &str,
     library: &str,
     path: &'static str,
@@ -493,6 +492,12 @@ fn run_once(
     if library == "actix-session" {
         return actix(url, path, per_task, counting);
     }
+    // A fresh runtime for every run, as actix gets its own system: nothing a
+    // previous run left behind (idle connections, a client's timers) runs here.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         let proxy = if counting {
             Some(Proxy::start(url).await)
@@ -558,10 +563,6 @@ fn suite(suite: &str, url: &str, libraries: &[&str], quick: bool) -> Vec<Value> 
         .copied()
         .filter(|l| only.as_deref().is_none_or(|o| o == *l))
         .collect();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
     let mut rows = Vec::new();
     for (scenario, path) in [("read", "/read"), ("write", "/write")] {
         if only_scenario.as_deref().is_some_and(|o| o != scenario) {
@@ -570,13 +571,13 @@ fn suite(suite: &str, url: &str, libraries: &[&str], quick: bool) -> Vec<Value> 
         let mut outcomes: Vec<Vec<Outcome>> = libraries.iter().map(|_| Vec::new()).collect();
         for _ in 0..rounds {
             for (i, library) in libraries.iter().enumerate() {
-                outcomes[i].push(run_once(&rt, url, library, path, per_task, false));
+                outcomes[i].push(run_once(url, library, path, per_task, false));
             }
         }
         for (library, rounds) in libraries.iter().zip(outcomes) {
             // The proxy forwards to one server: the cluster's round trips are not counted.
             let round_trips = (!url.starts_with("redis+cluster://")).then(|| {
-                let counted = run_once(&rt, url, library, path, 10, true);
+                let counted = run_once(url, library, path, 10, true);
                 counted.calls as f64 / counted.requests.max(1) as f64
             });
             rows.extend(report(suite, scenario, library, rounds, round_trips));
