@@ -139,7 +139,7 @@ fn bridge<'py>(
 }
 
 /// A Python awaitable for `future`, run on `rt` unless (with `try_now`) it
-/// completes at its first poll, here.
+/// completes at its first poll, here ([`Ready`]).
 pub(crate) fn awaitable<'py, F, T>(
     py: Python<'py>,
     rt: &'static tokio::runtime::Runtime,
@@ -150,7 +150,6 @@ where
     F: Future<Output = PyResult<T>> + Send + 'static,
     T: for<'a> IntoPyObject<'a> + Send + 'static,
 {
-    let event_loop = py.import("asyncio")?.call_method0("get_running_loop")?;
     let mut future = Box::pin(future);
     let polled = if try_now {
         let _runtime = rt.enter();
@@ -160,15 +159,14 @@ where
     } else {
         Poll::Pending
     };
-    let result = event_loop.call_method0("create_future")?;
     match polled {
         Poll::Ready(outcome) => {
-            match outcome.and_then(|value| value.into_bound_py_any(py)) {
-                Ok(value) => result.call_method1("set_result", (value,))?,
-                Err(err) => result.call_method1("set_exception", (err.into_value(py),))?,
-            };
+            let outcome = outcome.and_then(|value| value.into_py_any(py));
+            Ok(Bound::new(py, Ready(Mutex::new(Some(outcome))))?.into_any())
         }
         Poll::Pending => {
+            let event_loop = py.import("asyncio")?.call_method0("get_running_loop")?;
+            let result = event_loop.call_method0("create_future")?;
             let bridge = bridge(py, &event_loop)?;
             let bridge = bridge.get();
             let token = bridge.next.fetch_add(1, Ordering::Relaxed);
@@ -185,7 +183,40 @@ where
                     Box::new(move |py| outcome.and_then(|value| value.into_py_any(py))),
                 );
             });
+            Ok(result)
         }
     }
-    Ok(result)
+}
+
+/// An awaitable whose result is already there: awaiting it returns at once,
+/// without an asyncio future or a trip through the event loop.
+#[pyclass(frozen, module = "vishnu._vishnu")]
+pub(crate) struct Ready(Mutex<Option<PyResult<Py<PyAny>>>>);
+
+#[pymethods]
+impl Ready {
+    fn __await__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    /// Ends the iteration at once with the result (or raises the error).
+    fn __next__(&self) -> PyResult<Py<PyAny>> {
+        let taken = self.0.lock().ok().and_then(|mut slot| slot.take());
+        match taken {
+            Some(Ok(value)) => Err(pyo3::exceptions::PyStopIteration::new_err((value,))),
+            Some(Err(err)) => Err(err),
+            None => Err(PyRuntimeError::new_err(
+                "vishnu: this awaitable was already awaited",
+            )),
+        }
+    }
+
+    /// As `__next__` (the coroutine protocol's `send`).
+    fn send(&self, _value: Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        self.__next__()
+    }
 }

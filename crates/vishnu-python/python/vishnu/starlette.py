@@ -21,12 +21,10 @@ for the same data; call it at login) and ``await request.session.terminate()``
 an empty 500 (logged once), never a traceback.
 """
 import asyncio
-import atexit
 import json
 import logging
 import time
 
-from starlette.datastructures import MutableHeaders
 
 from vishnu._framework import make_engine
 from vishnu._vishnu import SessionError, Superseded
@@ -36,8 +34,8 @@ __all__ = ["Session", "SessionMiddleware"]
 log = logging.getLogger("vishnu")
 
 
-def _dumps(value):
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+#: One encoder for every value (json.dumps with options builds one per call).
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode
 
 
 class Session(dict):
@@ -146,6 +144,24 @@ async def _run(blocking, awaitable, *args):
 
         return await anyio.to_thread.run_sync(blocking, *args)
     return await awaitable(*args)
+
+
+def _add_headers(message, vary, set_cookie):
+    """Adds ``Vary: Cookie`` (merged into a Vary the app sent) and the
+    Set-Cookie to an ``http.response.start`` message."""
+    headers = message.setdefault("headers", [])
+    if vary:
+        for i, (name, value) in enumerate(headers):
+            if name.lower() == b"vary":
+                headers = list(headers)
+                headers[i] = (name, value + b", Cookie")
+                message["headers"] = headers
+                break
+        else:
+            headers = list(headers) + [(b"vary", b"Cookie")]
+            message["headers"] = headers
+    if set_cookie:
+        message["headers"] = list(headers) + [(b"set-cookie", set_cookie.encode("latin-1"))]
 
 
 def _cookie_header(scope):
@@ -278,12 +294,7 @@ class SessionMiddleware(object):
                     return
                 vary, set_cookie = cookie
                 if vary or set_cookie:
-                    message.setdefault("headers", [])
-                    headers = MutableHeaders(scope=message)
-                    if vary:
-                        headers.add_vary_header("Cookie")
-                    if set_cookie:
-                        headers.append("Set-Cookie", set_cookie)
+                    _add_headers(message, vary, set_cookie)
             await send(message)
 
         try:
