@@ -51,7 +51,8 @@ ours="$root/target/bench-venv"
 orig="$root/target/bench-venv-311"
 [ -x "$ours/bin/python" ] || python3 -m venv "$ours"
 [ -x "$orig/bin/python" ] || python3 -m venv "$orig"
-"$ours/bin/pip" install --quiet --disable-pip-version-check maturin beaker flask pycryptodome
+"$ours/bin/pip" install --quiet --disable-pip-version-check maturin beaker pycryptodome redis \
+  "flask==3.1.2" "flask-session==0.8.0" "django==5.2.8" "starlette==1.10.0"
 "$ours/bin/maturin" build --quiet --release --out "$work/wheels" >&2
 "$ours/bin/pip" install --quiet --disable-pip-version-check --force-reinstall --no-deps "$work"/wheels/vishnu-*.whl
 # The original pins pycryptodome<3.7, which does not import on current Python: install a current one.
@@ -64,6 +65,15 @@ step "Python: in-process WSGI"
 "$orig/bin/python" scripts/bench_wsgi.py vishnu-3.1.1 "${quick[@]}" --redis "$VISHNU_REDIS_URL" > "$work/rows/py-orig.json"
 "$ours/bin/python" scripts/bench_wsgi.py beaker "${quick[@]}" > "$work/rows/py-beaker.json"
 "$ours/bin/python" scripts/bench_wsgi.py flask-cookie "${quick[@]}" > "$work/rows/py-flask.json"
+
+step "Python: frameworks (one app each; vishnu and the framework's own session take turns)"
+for scenario in "flask-cookie-write flask-cookie" "flask-redis-write flask-session" \
+                "starlette-cookie-write starlette" "django-redis-write django-cache"; do
+  # shellcheck disable=SC2086
+  set -- $scenario
+  "$ours/bin/python" scripts/bench_frameworks.py "$1" vishnu "$2" "${quick[@]}" --redis "$VISHNU_REDIS_URL" \
+    > "$work/rows/py-frameworks-$1.json"
+done
 
 step "results"
 python3 scripts/bench_report.py "$work"/rows/*.json > target/bench/results.json
