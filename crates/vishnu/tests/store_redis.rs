@@ -195,7 +195,10 @@ mod standalone {
             .query_async(&mut raw)
             .await
             .expect("TYPE");
-        assert_eq!(kind, "string", "the first save rewrites it in the new layout");
+        assert_eq!(
+            kind, "string",
+            "the first save rewrites it in the new layout"
+        );
         assert_eq!(store.load(&key).await.expect("load"), Some(next));
         store.delete(&key).await.expect("delete");
         assert_eq!(store.load(&key).await.expect("load"), None);
