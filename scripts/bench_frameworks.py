@@ -146,10 +146,43 @@ SCENARIOS = {
 }
 
 
+def answers_200(kind, app):
+    """Whether the app answers its route with 200: a failing app (a store that
+    is down) must not be timed as if it worked."""
+    if kind == "asgi":
+        seen = []
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message):
+            if message["type"] == "http.response.start":
+                seen.append(message["status"])
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+                 "scheme": "http", "path": "/write", "raw_path": b"/write", "query_string": b"",
+                 "root_path": "", "headers": [(b"host", b"localhost")], "server": ("localhost", 80),
+                 "client": ("127.0.0.1", 40000), "state": {}}
+        asyncio.run(app(scope, receive, send))
+        return seen == [200]
+    import io
+    status = []
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/write", "SERVER_NAME": "localhost",
+               "SERVER_PORT": "80", "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(b""),
+               "wsgi.errors": sys.stderr, "wsgi.multithread": False, "wsgi.multiprocess": False,
+               "wsgi.run_once": False, "wsgi.version": (1, 0), "SCRIPT_NAME": "", "QUERY_STRING": "",
+               "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_HOST": "localhost"}
+    for _ in app(environ, lambda s, h, e=None: status.append(s)):
+        pass
+    return status[:1] == ["200 OK"]
+
+
 def measure(scenario, library, quick, redis_url):
     """Microseconds per request for one library, measured in this process."""
     kind, make = SCENARIOS[scenario]
     app = make(library, redis_url)
+    if not answers_200(kind, app):
+        raise SystemExit("%s: %s does not answer 200 (is its store up?)" % (scenario, library))
     rounds, iters = (3, 1000) if quick else (7, 5000)
     return (run_wsgi if kind == "wsgi" else run_asgi)(app, "/write", rounds, iters)
 
