@@ -169,6 +169,12 @@ def _cookie_header(scope):
     return "; ".join(values) if values else None
 
 
+def _may_differ_in_form(text):
+    """Whether the engine's JSON text may be written differently by Python's
+    encoder: numbers with a fraction or exponent, and escapes."""
+    return "." in text or "e" in text or "E" in text or "\\" in text
+
+
 def _record_changes(native, session, original):
     """Hands the engine one set or delete per key this request changed."""
     for key, value in session.items():
@@ -176,9 +182,10 @@ def _record_changes(native, session, original):
             raise TypeError("session keys must be str, got %s" % type(key).__name__)
         text = _dumps(value)
         old = original.get(key)
-        # The engine's JSON text may differ in form (floats): an unchanged
-        # value is one that round-trips to the same text.
-        if old is None or (text != old and text != _dumps(json.loads(old))):
+        # The engine's JSON text may differ in form (floats, escapes): an
+        # unchanged value is one that round-trips to the same text. Texts
+        # without those differ only when the value does.
+        if old is None or (text != old and (not _may_differ_in_form(old) or text != _dumps(json.loads(old)))):
             native.set(key, text)
     for key in original:
         if key not in session:
