@@ -16,32 +16,11 @@ set -euo pipefail
 FLASK_VERSION=3.1.2
 PYTEST_VERSION=8.4.1   # Flask 3.1.2's uv.lock
 
-: "${VENV:?VENV: the venv with vishnu installed}"
-: "${WORK:?WORK: a scratch directory}"
-case "${CI:-}" in true|TRUE|True|1) under_ci=1 ;; *) under_ci=0 ;; esac
-if [[ -z "${VISHNU_REDIS_URL:-}" && $under_ci == 1 ]]; then
-  echo "flask suite: VISHNU_REDIS_URL is not set, and under CI the Redis run may not be skipped" >&2
-  exit 1
-fi
-
-mkdir -p "$WORK"
-WORK=$(cd "$WORK" && pwd)
-vishnu_dir=$("$VENV/bin/python" -c 'import os, vishnu._vishnu, vishnu.flask; print(os.path.dirname(vishnu.__file__))')
-
-suite_venv="$WORK/venv-flask"
-[[ -x "$suite_venv/bin/python" ]] || "$VENV/bin/python" -m venv "$suite_venv"
-"$suite_venv/bin/pip" install --quiet --disable-pip-version-check \
-  "flask==$FLASK_VERSION" "pytest==$PYTEST_VERSION" asgiref python-dotenv
-# The vishnu under test, linked rather than copied: exactly VENV's build.
-mkdir -p "$WORK/under-test"
-ln -sfn "$vishnu_dir" "$WORK/under-test/vishnu"
-site=$("$suite_venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-echo "$WORK/under-test" > "$site/vishnu-under-test.pth"
-
-rm -rf "$WORK/sdist" "$WORK/flask-$FLASK_VERSION"
-"$suite_venv/bin/pip" download --quiet --disable-pip-version-check --no-binary :all: --no-deps \
-  -d "$WORK/sdist" "flask==$FLASK_VERSION"
-tar -xzf "$WORK/sdist/flask-$FLASK_VERSION.tar.gz" -C "$WORK"
+NAME=flask
+# shellcheck source=scripts/frameworks/common.sh
+source "$(dirname "$0")/common.sh"
+suite_venv "flask==$FLASK_VERSION" "pytest==$PYTEST_VERSION" asgiref python-dotenv
+fetch_sdist flask "$FLASK_VERSION"
 
 # The only change: every Flask app's session_interface is vishnu's. The
 # plugin also fails the run if vishnu served no session (a silent fallback
@@ -67,23 +46,4 @@ def pytest_sessionfinish(session, exitstatus):
         print("\nvishnu served no session: the suite did not test vishnu")
 PY
 
-run() {  # run NAME STORE
-  local name=$1 store=$2 status=0
-  echo "== Flask $FLASK_VERSION tests/test_basic.py -k session, store: $name"
-  (cd "$WORK/flask-$FLASK_VERSION" && VISHNU_STORE="$store" PYTHONPATH="$WORK/plugin" \
-     "$suite_venv/bin/python" -m pytest -p vishnu_flask_suite -q -rfEs tests/test_basic.py -k session \
-     2>&1 | tee "$WORK/flask-$name.log") || status=$?
-  summary+=("flask $name: $(tail -n 1 "$WORK/flask-$name.log")")
-  return $status
-}
-
-summary=()
-failed=0
-run default "" || failed=1
-if [[ -n "${VISHNU_REDIS_URL:-}" ]]; then
-  run redis "$VISHNU_REDIS_URL" || failed=1
-else
-  summary+=("flask redis: SKIPPED (VISHNU_REDIS_URL is not set)")
-fi
-printf '%s\n' "${summary[@]}"
-exit $failed
+run_twice "Flask $FLASK_VERSION tests/test_basic.py -k session" tests/test_basic.py -k session

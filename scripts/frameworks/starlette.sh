@@ -20,33 +20,11 @@ STARLETTE_VERSION=1.10.0
 # From Starlette 1.10.0's uv.lock.
 TEST_DEPS=(pytest==9.1.1 httpx2==2.13.1 anyio==4.15.1 blockbuster==1.5.28 trio==0.34.0)
 
-: "${VENV:?VENV: the venv with vishnu installed}"
-: "${WORK:?WORK: a scratch directory}"
-case "${CI:-}" in true|TRUE|True|1) under_ci=1 ;; *) under_ci=0 ;; esac
-if [[ -z "${VISHNU_REDIS_URL:-}" && $under_ci == 1 ]]; then
-  echo "starlette suite: VISHNU_REDIS_URL is not set, and under CI the Redis run may not be skipped" >&2
-  exit 1
-fi
-
-mkdir -p "$WORK"
-WORK=$(cd "$WORK" && pwd)
-vishnu_dir=$("$VENV/bin/python" -c 'import os, vishnu._vishnu; print(os.path.dirname(vishnu.__file__))')
-
-suite_venv="$WORK/venv-starlette"
-[[ -x "$suite_venv/bin/python" ]] || "$VENV/bin/python" -m venv "$suite_venv"
-"$suite_venv/bin/pip" install --quiet --disable-pip-version-check \
-  "starlette==$STARLETTE_VERSION" "${TEST_DEPS[@]}"
-# The vishnu under test, linked rather than copied: exactly VENV's build.
-mkdir -p "$WORK/under-test"
-ln -sfn "$vishnu_dir" "$WORK/under-test/vishnu"
-site=$("$suite_venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-echo "$WORK/under-test" > "$site/vishnu-under-test.pth"
-
-src="$WORK/starlette-$STARLETTE_VERSION"
-rm -rf "$WORK/sdist" "$src"
-"$suite_venv/bin/pip" download --quiet --disable-pip-version-check --no-binary :all: --no-deps \
-  -d "$WORK/sdist" "starlette==$STARLETTE_VERSION"
-tar -xzf "$WORK/sdist/starlette-$STARLETTE_VERSION.tar.gz" -C "$WORK"
+NAME=starlette
+# shellcheck source=scripts/frameworks/common.sh
+source "$(dirname "$0")/common.sh"
+suite_venv "starlette==$STARLETTE_VERSION" "${TEST_DEPS[@]}"
+fetch_sdist starlette "$STARLETTE_VERSION"
 test_file="$src/tests/middleware/test_session.py"
 import_line='from starlette.middleware.sessions import Session, SessionMiddleware'
 grep -qxF "$import_line" "$test_file" || { echo "starlette suite: the import line to replace is gone" >&2; exit 1; }
@@ -87,23 +65,4 @@ def pytest_sessionfinish(session, exitstatus):
         print("\nvishnu served no session: the suite did not test vishnu")
 PY
 
-run() {  # run NAME STORE
-  local name=$1 store=$2 status=0
-  echo "== Starlette $STARLETTE_VERSION tests/middleware/test_session.py, store: $name"
-  (cd "$src" && VISHNU_STORE="$store" PYTHONPATH="$WORK/plugin" \
-     "$suite_venv/bin/python" -m pytest -p vishnu_starlette_suite -q -rfEs tests/middleware/test_session.py \
-     2>&1 | tee "$WORK/starlette-$name.log") || status=$?
-  summary+=("starlette $name: $(tail -n 1 "$WORK/starlette-$name.log")")
-  return $status
-}
-
-summary=()
-failed=0
-run default "" || failed=1
-if [[ -n "${VISHNU_REDIS_URL:-}" ]]; then
-  run redis "$VISHNU_REDIS_URL" || failed=1
-else
-  summary+=("starlette redis: SKIPPED (VISHNU_REDIS_URL is not set)")
-fi
-printf '%s\n' "${summary[@]}"
-exit $failed
+run_twice "Starlette $STARLETTE_VERSION tests/middleware/test_session.py" tests/middleware/test_session.py
