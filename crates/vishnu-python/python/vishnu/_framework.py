@@ -11,7 +11,7 @@ import threading
 
 from vishnu import _vishnu
 
-__all__ = ["derive_secret", "make_engine", "open_store"]
+__all__ = ["derive_secret", "make_engine", "open_store", "record_changes"]
 
 _stores = {}
 _stores_lock = threading.Lock()
@@ -83,3 +83,32 @@ def make_engine(secret, *, fallback_secrets=(), store="memory", cookie_name="ses
     if clock is not None:
         kwargs["clock"] = clock
     return _vishnu.Engine(**kwargs)
+
+
+def _may_differ_in_form(text):
+    """Whether the engine's JSON text may be written differently by Python's
+    encoder: numbers with a fraction or exponent, escapes, non-ASCII text."""
+    return "." in text or "e" in text or "E" in text or "\\" in text or not text.isascii()
+
+
+def record_changes(native, items, original, dumps, loads):
+    """Hands the engine one ``set`` or ``delete`` per key a request changed.
+
+    ``items`` are the session's (key, value) pairs now, ``original`` the
+    engine's JSON texts as loaded, ``dumps``/``loads`` the front's codec for
+    one value. The engine's text may differ in form from ``dumps``' (floats,
+    escapes): an unchanged value is one that round-trips to the same text,
+    and that costs a decode and an encode only for texts that can differ so.
+    """
+    present = set()
+    for key, value in items:
+        if not isinstance(key, str):
+            raise TypeError("session keys must be str, got %s" % type(key).__name__)
+        present.add(key)
+        text = dumps(value)
+        old = original.get(key)
+        if old is None or (text != old and (not _may_differ_in_form(old) or text != dumps(loads(old)))):
+            native.set(key, text)
+    for key in original:
+        if key not in present:
+            native.delete(key)

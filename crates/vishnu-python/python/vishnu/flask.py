@@ -40,7 +40,7 @@ from datetime import datetime, timezone
 from flask.sessions import SessionInterface as _FlaskSessionInterface
 from flask.sessions import SessionMixin, session_json_serializer
 
-from vishnu._framework import make_engine
+from vishnu._framework import make_engine, record_changes
 from vishnu._vishnu import Superseded
 
 __all__ = ["Session", "SessionInterface", "VishnuSession"]
@@ -233,18 +233,8 @@ class VishnuSession(dict, SessionMixin):
 
     def _record_changes(self):
         """Hands the engine one set or delete per key this request changed."""
-        native, dumps, loads = self._native, self._serializer.dumps, self._serializer.loads
-        original = self._original
-        for key, value in dict.items(self):
-            text = dumps(value)
-            old = original.get(key)
-            # The engine's JSON text may differ in form (escapes, floats) from
-            # Flask's: an unchanged value is one that round-trips to the same text.
-            if old is None or (text != old and text != dumps(loads(old))):
-                native.set(key, text)
-        for key in original:
-            if not dict.__contains__(self, key):
-                native.delete(key)
+        record_changes(self._native, dict.items(self), self._original,
+                       self._serializer.dumps, self._serializer.loads)
 
 
 class SessionInterface(_FlaskSessionInterface):

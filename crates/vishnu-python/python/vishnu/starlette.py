@@ -26,7 +26,7 @@ import logging
 import time
 
 
-from vishnu._framework import make_engine
+from vishnu._framework import make_engine, record_changes
 from vishnu._vishnu import SessionError, Superseded
 
 __all__ = ["Session", "SessionMiddleware"]
@@ -169,29 +169,6 @@ def _cookie_header(scope):
     return "; ".join(values) if values else None
 
 
-def _may_differ_in_form(text):
-    """Whether the engine's JSON text may be written differently by Python's
-    encoder: numbers with a fraction or exponent, and escapes."""
-    return "." in text or "e" in text or "E" in text or "\\" in text
-
-
-def _record_changes(native, session, original):
-    """Hands the engine one set or delete per key this request changed."""
-    for key, value in session.items():
-        if not isinstance(key, str):
-            raise TypeError("session keys must be str, got %s" % type(key).__name__)
-        text = _dumps(value)
-        old = original.get(key)
-        # The engine's JSON text may differ in form (floats, escapes): an
-        # unchanged value is one that round-trips to the same text. Texts
-        # without those differ only when the value does.
-        if old is None or (text != old and (not _may_differ_in_form(old) or text != _dumps(json.loads(old)))):
-            native.set(key, text)
-    for key in original:
-        if key not in session:
-            native.delete(key)
-
-
 class SessionMiddleware(object):
     """Starlette's ``SessionMiddleware`` over the vishnu engine.
 
@@ -324,7 +301,7 @@ class SessionMiddleware(object):
         native = ours._native
         if modified:
             if session:
-                _record_changes(native, session, ours._original)
+                record_changes(native, session.items(), ours._original, _dumps, json.loads)
             elif status < 500:  # as for any change, none from a failed request
                 await _run(native.terminate, native.aterminate)
         parts = await _run(native.finish_cookie, native.afinish_cookie, status)
@@ -357,7 +334,7 @@ class SessionMiddleware(object):
         try:
             native = ours._native
             if session:
-                _record_changes(native, session, ours._original)
+                record_changes(native, session.items(), ours._original, _dumps, json.loads)
                 await _run(native.save, native.asave)
             else:
                 await _run(native.terminate, native.aterminate)
