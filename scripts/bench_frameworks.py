@@ -25,7 +25,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_wsgi import run as run_wsgi  # noqa: E402  (the WSGI loop, shared with python-wsgi)
+from bench_wsgi import environ  # noqa: E402  (the WSGI request and loop, shared with python-wsgi)
+from bench_wsgi import run as run_wsgi  # noqa: E402
 
 SECRET = "benchmark secret of at least 32 characters"
 
@@ -102,12 +103,24 @@ def starlette_app(library):
     return Starlette(routes=[Route("/write", write)], middleware=[Middleware(SessionMiddleware, secret_key=SECRET)])
 
 
+def scope(path, cookie=None):
+    """A GET request's ASGI scope, with a Cookie header when given one (bytes)."""
+    headers = [(b"host", b"localhost")]
+    if cookie is not None:
+        headers.append((b"cookie", cookie))
+    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+            "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+            "root_path": "", "headers": headers, "server": ("localhost", 80),
+            "client": ("127.0.0.1", 40000), "state": {}}
+
+
+async def receive():
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
 def run_asgi(app, path, rounds, iters):
     """Median microseconds per request through an ASGI app, with the cookie of a first request."""
     cookie = {}
-
-    async def receive():
-        return {"type": "http.request", "body": b"", "more_body": False}
 
     async def send(message):
         if message["type"] == "http.response.start":
@@ -116,14 +129,7 @@ def run_asgi(app, path, rounds, iters):
                     cookie["value"] = v.split(b";")[0]
 
     async def call():
-        headers = [(b"host", b"localhost")]
-        if "value" in cookie:
-            headers.append((b"cookie", cookie["value"]))
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-                 "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
-                 "root_path": "", "headers": headers, "server": ("localhost", 80),
-                 "client": ("127.0.0.1", 40000), "state": {}}
-        await app(scope, receive, send)
+        await app(scope(path, cookie.get("value")), receive, send)
 
     async def main():
         await call()  # create the session and its cookie
@@ -152,27 +158,14 @@ def answers_200(kind, app):
     if kind == "asgi":
         seen = []
 
-        async def receive():
-            return {"type": "http.request", "body": b"", "more_body": False}
-
         async def send(message):
             if message["type"] == "http.response.start":
                 seen.append(message["status"])
 
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-                 "scheme": "http", "path": "/write", "raw_path": b"/write", "query_string": b"",
-                 "root_path": "", "headers": [(b"host", b"localhost")], "server": ("localhost", 80),
-                 "client": ("127.0.0.1", 40000), "state": {}}
-        asyncio.run(app(scope, receive, send))
+        asyncio.run(app(scope("/write"), receive, send))
         return seen == [200]
-    import io
     status = []
-    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/write", "SERVER_NAME": "localhost",
-               "SERVER_PORT": "80", "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(b""),
-               "wsgi.errors": sys.stderr, "wsgi.multithread": False, "wsgi.multiprocess": False,
-               "wsgi.run_once": False, "wsgi.version": (1, 0), "SCRIPT_NAME": "", "QUERY_STRING": "",
-               "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_HOST": "localhost"}
-    for _ in app(environ, lambda s, h, e=None: status.append(s)):
+    for _ in app(environ("/write"), lambda s, h, e=None: status.append(s)):
         pass
     return status[:1] == ["200 OK"]
 

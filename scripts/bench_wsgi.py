@@ -29,6 +29,17 @@ def counter_app(get_session, save):
     return app
 
 
+def environ(path, cookie=None):
+    """A GET request's WSGI environ, with a Cookie header when given one."""
+    env = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "SERVER_NAME": "localhost", "SERVER_PORT": "80",
+           "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(b""), "wsgi.errors": sys.stderr,
+           "wsgi.multithread": False, "wsgi.multiprocess": False, "wsgi.run_once": False,
+           "wsgi.version": (1, 0), "SCRIPT_NAME": "", "QUERY_STRING": "", "SERVER_PROTOCOL": "HTTP/1.1"}
+    if cookie is not None:
+        env["HTTP_COOKIE"] = cookie
+    return env
+
+
 def run(app, path, rounds, iters):
     """Median microseconds per request, with the cookie set by a first request."""
     cookie = {}
@@ -39,13 +50,7 @@ def run(app, path, rounds, iters):
                 cookie["value"] = v.split(";")[0]
 
     def call(p):
-        env = {"REQUEST_METHOD": "GET", "PATH_INFO": p, "SERVER_NAME": "localhost", "SERVER_PORT": "80",
-               "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(b""), "wsgi.errors": sys.stderr,
-               "wsgi.multithread": False, "wsgi.multiprocess": False, "wsgi.run_once": False,
-               "wsgi.version": (1, 0), "SCRIPT_NAME": "", "QUERY_STRING": "", "SERVER_PROTOCOL": "HTTP/1.1"}
-        if "value" in cookie:
-            env["HTTP_COOKIE"] = cookie["value"]
-        result = app(env, start_response)
+        result = app(environ(p, cookie.get("value")), start_response)
         for _ in result:
             pass
         if hasattr(result, "close"):
