@@ -317,6 +317,18 @@ struct Engine {
     inline: bool,
 }
 
+impl Engine {
+    /// A request's session from its `Cookie` header, if any.
+    fn session(&self, cookies: Option<HeaderValue>) -> Session {
+        Session {
+            inner: self.inner.begin(cookies),
+            engine: self.inner.clone(),
+            inline: self.inline,
+            finished: Mutex::new(false),
+        }
+    }
+}
+
 #[pymethods]
 impl Engine {
     #[new]
@@ -401,26 +413,14 @@ impl Engine {
     /// Starts a request from its `Cookie` header (WSGI `HTTP_COOKIE`), if any.
     #[pyo3(signature = (cookie_header=None))]
     fn begin(&self, cookie_header: Option<&str>) -> Session {
-        let cookies = cookie_header.and_then(|c| HeaderValue::from_bytes(c.as_bytes()).ok());
-        Session {
-            inner: self.inner.begin(cookies),
-            engine: self.inner.clone(),
-            inline: self.inline,
-            finished: Mutex::new(false),
-        }
+        self.session(cookie_header.and_then(|c| HeaderValue::from_bytes(c.as_bytes()).ok()))
     }
 
     /// Starts a request from a bare cookie value (a framework's session key), if any.
     #[pyo3(signature = (value=None))]
     fn begin_value(&self, value: Option<&str>) -> Session {
         let name = &self.inner.config().cookie_name();
-        let cookies = value.and_then(|v| HeaderValue::from_str(&format!("{name}={v}")).ok());
-        Session {
-            inner: self.inner.begin(cookies),
-            engine: self.inner.clone(),
-            inline: self.inline,
-            finished: Mutex::new(false),
-        }
+        self.session(value.and_then(|v| HeaderValue::from_str(&format!("{name}={v}")).ok()))
     }
 
     /// Removes expired and dormant records from the engine's store, at most
