@@ -11,7 +11,7 @@ mod aio;
 mod pystore;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -81,6 +81,9 @@ pub(crate) fn drive_in_background(rt: &'static Runtime) -> PyResult<()> {
     static STARTED: OnceLock<Result<(), String>> = OnceLock::new();
     STARTED
         .get_or_init(|| {
+            // That thread now sees every reply first: a synchronous caller
+            // polling for one would only burn its CPU.
+            DRIVEN_IN_BACKGROUND.store(true, Ordering::Relaxed);
             std::thread::Builder::new()
                 .name("vishnu-async".into())
                 .spawn(move || rt.block_on(std::future::pending::<()>()))
@@ -90,6 +93,9 @@ pub(crate) fn drive_in_background(rt: &'static Runtime) -> PyResult<()> {
         .clone()
         .map_err(|e| PyRuntimeError::new_err(format!("vishnu: cannot start its async thread: {e}")))
 }
+
+/// Whether [`drive_in_background`] started its thread.
+static DRIVEN_IN_BACKGROUND: AtomicBool = AtomicBool::new(false);
 
 /// A Python awaitable for a future run on the engine's runtime (see [`aio`]).
 fn awaitable<'py, F, T>(py: Python<'py>, inline: bool, future: F) -> PyResult<Bound<'py, PyAny>>
@@ -179,14 +185,98 @@ async fn update_value(s: vishnu::Session, key: String, func: Py<PyAny>) -> PyRes
     }
 }
 
-/// Runs a future on the engine's runtime with the GIL released.
+/// Runs a future on the engine's runtime with the GIL released, polling for
+/// its store's reply for a while before sleeping (see [`spin_then_wait`]).
 fn block_on<F>(py: Python<'_>, future: F) -> PyResult<F::Output>
 where
     F: Future + Send,
     F::Output: Send,
 {
     let rt = runtime()?;
-    Ok(py.detach(|| rt.block_on(future)))
+    Ok(py.detach(|| rt.block_on(spin_then_wait(future))))
+}
+
+/// The longest a synchronous call polls for its store's reply before it
+/// sleeps, in microseconds (`set_spin_wait`; `VISHNU_SPIN_WAIT_US` at start).
+static SPIN_WAIT_US: AtomicU64 = AtomicU64::new(u64::MAX);
+/// The default of [`SPIN_WAIT_US`]: a loopback or same-zone Redis answers
+/// within it; a slower store soon stops being waited for so (see [`RECENT_WAIT_US`]).
+const DEFAULT_SPIN_WAIT_US: u64 = 100;
+/// How many polling waits in a row ended without the reply (the store is
+/// slower than the window: polling only burns the CPU). After
+/// [`MISSES_TO_STOP`] of them, calls sleep at once, but one call in
+/// [`PROBE_EVERY`] still polls, to notice when replies come fast again.
+static SPIN_MISSES: AtomicU32 = AtomicU32::new(0);
+const MISSES_TO_STOP: u32 = 8;
+const PROBE_EVERY: u32 = 32;
+static WAITS: AtomicU32 = AtomicU32::new(0);
+
+fn spin_window() -> Duration {
+    let mut us = SPIN_WAIT_US.load(Ordering::Relaxed);
+    if us == u64::MAX {
+        us = std::env::var("VISHNU_SPIN_WAIT_US")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|v| *v < u64::MAX)
+            .unwrap_or(DEFAULT_SPIN_WAIT_US);
+        SPIN_WAIT_US.store(us, Ordering::Relaxed);
+    }
+    Duration::from_micros(us)
+}
+
+/// Polls `future` once, whatever the answer.
+async fn poll_once<F: Future>(mut future: std::pin::Pin<&mut F>) -> std::task::Poll<F::Output> {
+    std::future::poll_fn(|cx| std::task::Poll::Ready(future.as_mut().poll(cx))).await
+}
+
+/// `set_spin_wait(microseconds)`: how long a synchronous call (WSGI, Flask,
+/// Django) polls for its store's reply before its thread sleeps; 0 never
+/// polls. Waking a sleeping thread costs tens of microseconds on many virtual
+/// machines, more than a loopback round trip; polling trades that for CPU
+/// time, and only while replies keep coming within the window.
+#[pyfunction]
+fn set_spin_wait(microseconds: u64) -> PyResult<()> {
+    if microseconds == u64::MAX {
+        return Err(PyValueError::new_err("the spin wait is too long"));
+    }
+    SPIN_WAIT_US.store(microseconds, Ordering::Relaxed);
+    SPIN_MISSES.store(0, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Awaits `future`, polling it (and the runtime's I/O, without blocking)
+/// for up to the spin window before letting the thread sleep until it is
+/// woken. A reply that comes within the window is seen at once instead of
+/// after the thread's wake-up; a future that needs no I/O is ready on the
+/// first poll and costs nothing more.
+async fn spin_then_wait<F: Future>(future: F) -> F::Output {
+    use std::task::Poll;
+    let mut future = std::pin::pin!(future);
+    if let Poll::Ready(out) = poll_once(future.as_mut()).await {
+        return out;
+    }
+    let window = spin_window();
+    let polling = !window.is_zero()
+        && !DRIVEN_IN_BACKGROUND.load(Ordering::Relaxed)
+        && (SPIN_MISSES.load(Ordering::Relaxed) < MISSES_TO_STOP
+            || WAITS.fetch_add(1, Ordering::Relaxed) % PROBE_EVERY == 0);
+    if !polling {
+        return future.await;
+    }
+    let start = std::time::Instant::now();
+    loop {
+        // Yielding to the runtime makes it poll its I/O without blocking.
+        tokio::task::yield_now().await;
+        if let Poll::Ready(out) = poll_once(future.as_mut()).await {
+            SPIN_MISSES.store(0, Ordering::Relaxed);
+            break out;
+        }
+        if start.elapsed() >= window {
+            let misses = SPIN_MISSES.load(Ordering::Relaxed);
+            SPIN_MISSES.store(misses.saturating_add(1), Ordering::Relaxed);
+            break future.await;
+        }
+    }
 }
 
 fn to_py(err: vishnu::SessionError) -> PyErr {
@@ -727,6 +817,7 @@ fn _vishnu(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Store>()?;
     m.add_class::<ManualClock>()?;
     m.add_function(wrap_pyfunction!(derive_secret, m)?)?;
+    m.add_function(wrap_pyfunction!(set_spin_wait, m)?)?;
     m.add("SessionError", m.py().get_type::<SessionError>())?;
     m.add("StoreError", m.py().get_type::<StoreError>())?;
     m.add("SessionTerminated", m.py().get_type::<SessionTerminated>())?;

@@ -115,6 +115,9 @@ def test_flasks_tagged_values_come_back_from_the_store(store):
         "t": (1, 2, 3), "b": b"\xff\x00", "m": Markup("<html>"), "u": the_uuid, "d": now,
         "nested": {"list": [(1, "a"), b"x"], "text": "caf\u00e9"},
         "t_tag": {" t": "not-a-tuple"}, "di_tag": {" di": "not-a-dict"},
+        # Plain values (their own shortcut through the codec).
+        "i": -42, "yes": True, "no": False, "none": None, "s": 'a "quoted" \\ text',
+        "digits": "123", "neg": "-1", "word": "null", "utf": "\u00e9\u4e2d", "f": 1.5,
     }
     app = make_app(store)
 
@@ -130,6 +133,33 @@ def test_flasks_tagged_values_come_back_from_the_store(store):
     client = app.test_client()
     client.get("/special")
     assert client.get("/check").json == {key: repr(value) for key, value in values.items()}
+
+
+def test_a_tag_an_app_registers_applies_to_plain_values_too(store):
+    from flask.json.tag import JSONTag
+
+    class TagUpper(JSONTag):
+        """Stores strings upper-cased under a tag of their own."""
+        key = " up"
+
+        def check(self, value):
+            return isinstance(value, str)
+
+        def to_json(self, value):
+            return value.upper()
+
+        def to_python(self, value):
+            return "stored as " + value
+
+    class Interface(vishnu.flask.SessionInterface):
+        serializer = flask.json.tag.TaggedJSONSerializer()
+
+    interface = Interface(store)
+    interface.serializer.register(TagUpper, index=0)
+    app = make_app(store, interface)
+    client = app.test_client()
+    client.get("/set/k/abc")
+    assert client.get("/get/k").text == repr("stored as ABC")
 
 
 def test_an_unchanged_value_set_again_writes_nothing():

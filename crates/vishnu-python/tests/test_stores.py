@@ -1,9 +1,11 @@
 """Every server backend through the Python package, against the real servers that
 scripts/test.sh starts (URLs in VISHNU_*_URL); plus connection pooling, the GIL
 being released during store I/O, and a session shared with the Rust demo."""
+import json
 import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -117,6 +119,81 @@ def test_store_io_releases_the_gil():
         t.join()
     assert time.time() - start >= 0.5, "the pause did not delay the store call"
     assert counter["n"] > 100000, "another Python thread could not run while vishnu waited on Redis"
+
+
+_SPIN_PROBE = r"""
+import asyncio, json, os, sys, threading, time
+from vishnu import _vishnu
+from vishnu._framework import make_engine
+
+redis_host, redis_port, delay_ms, window_us = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+
+async def pipe(reader, writer, delay):
+    while True:
+        data = await reader.read(65536)
+        if not data:
+            break
+        if delay:
+            await asyncio.sleep(delay)
+        writer.write(data)
+        await writer.drain()
+    writer.close()
+
+async def proxy(ready):
+    async def handle(reader, writer):
+        up_reader, up_writer = await asyncio.open_connection(redis_host, redis_port)
+        asyncio.ensure_future(pipe(up_reader, writer, 0))
+        await pipe(reader, up_writer, delay_ms / 1000)
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    ready.append(server.sockets[0].getsockname()[1])
+    await asyncio.Event().wait()
+
+ready = []
+threading.Thread(target=lambda: asyncio.run(proxy(ready)), daemon=True).start()
+while not ready:
+    time.sleep(0.01)
+_vishnu.set_spin_wait(window_us)
+engine = make_engine("a test secret of any length", store="redis://127.0.0.1:%d/0" % ready[0])
+session = engine.begin_value(None)
+session.set("n", "1")
+cookie = session.finish_cookie(200)[1]
+cpu, wall = time.thread_time(), time.perf_counter()
+for _ in range(40):
+    assert engine.begin_value(cookie).entries() == {"n": "1"}
+print(json.dumps({"cpu": time.thread_time() - cpu, "wall": time.perf_counter() - wall}))
+"""
+
+
+def _spin_probe(delay_ms, window_us):
+    """CPU and wall time of 40 synchronous loads from Redis behind a proxy that
+    delays each request by ``delay_ms``, with a spin window of ``window_us``."""
+    url = urllib.parse.urlsplit(require_env("VISHNU_REDIS_URL"))
+    out = subprocess.run([sys.executable, "-c", _SPIN_PROBE, url.hostname, str(url.port), str(delay_ms), str(window_us)],
+                         check=True, capture_output=True, text=True, timeout=60).stdout
+    return json.loads(out)
+
+
+def test_sync_calls_poll_for_a_fast_reply_and_sleep_through_a_slow_one():
+    # A reply within the spin window is polled for: the thread stays on the CPU.
+    fast = _spin_probe(delay_ms=5, window_us=50_000)
+    assert fast["wall"] >= 0.2, fast
+    assert fast["cpu"] > 0.5 * fast["wall"], "the thread slept instead of polling for a reply within the window: %r" % fast
+    # A store slower than the window: after a few misses the thread sleeps
+    # (a probe in 32 calls still polls), so CPU time stays well below the wait.
+    slow = _spin_probe(delay_ms=20, window_us=5_000)
+    assert slow["wall"] >= 0.8, slow
+    assert slow["cpu"] < 0.25 * slow["wall"], "the thread kept polling a store slower than its window: %r" % slow
+    # 0 never polls.
+    never = _spin_probe(delay_ms=5, window_us=0)
+    assert never["cpu"] < 0.25 * never["wall"], never
+
+
+def test_set_spin_wait_rejects_what_is_not_a_duration():
+    from vishnu import _vishnu
+    with pytest.raises((OverflowError, TypeError, ValueError)):
+        _vishnu.set_spin_wait(-1)
+    with pytest.raises(TypeError):
+        _vishnu.set_spin_wait("100")
 
 
 def test_a_session_is_shared_with_the_rust_demo(subprocess_server):

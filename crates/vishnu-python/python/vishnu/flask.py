@@ -33,10 +33,12 @@ login, against session fixation). A request whose session id another request
 cycled away (a login, in any front sharing the session) is answered 409
 without a cookie, its changes not saved.
 """
+import json
 import logging
 import threading
 from datetime import datetime, timezone
 
+from flask.json.tag import TaggedJSONSerializer
 from flask.sessions import SessionInterface as _FlaskSessionInterface
 from flask.sessions import SessionMixin, session_json_serializer
 
@@ -48,6 +50,39 @@ __all__ = ["Session", "SessionInterface", "VishnuSession"]
 _MISSING = object()
 
 log = logging.getLogger("vishnu")
+
+
+# The tags of Flask's own serializer: with only these, a plain value carries no tag.
+_DEFAULT_TAGS = tuple(type(tag) for tag in TaggedJSONSerializer().order)
+
+
+class _Codec(object):
+    """One value to and from Flask's tagged JSON (``serializer``), with a
+    shortcut for the plain values most sessions hold: ints, booleans, None
+    and ASCII strings carry no tag, so any JSON text of them is the same
+    value to Flask and to the engine, and the standard library's C codec
+    writes and reads it directly. Only for a ``TaggedJSONSerializer`` with
+    Flask's own tags (a tag an app registers could claim such a value)."""
+
+    def __init__(self, serializer):
+        self._dumps, self._loads = serializer.dumps, serializer.loads
+        self.plain = (type(serializer) is TaggedJSONSerializer
+                      and tuple(type(tag) for tag in serializer.order) == _DEFAULT_TAGS)
+        if not self.plain:
+            self.dumps, self.loads = self._dumps, self._loads
+
+    def dumps(self, value):
+        kind = type(value)
+        if kind is int or kind is bool or value is None or (kind is str and value.isascii()):
+            return json.dumps(value)
+        return self._dumps(value)
+
+    def loads(self, text):
+        first = text[:1]
+        if (first == '"' or text.isdigit() or (first == "-" and text[1:].isdigit())
+                or text == "true" or text == "false" or text == "null"):
+            return json.loads(text)
+        return self._loads(text)
 
 
 class VishnuSession(dict, SessionMixin):
@@ -259,6 +294,15 @@ class SessionInterface(_FlaskSessionInterface):
         self.store = store
         self._engines = {}
         self._lock = threading.Lock()
+        self._codec = None
+
+    def _codec_of(self, serializer):
+        # Rebuilt when the serializer, or the tags registered on it, change.
+        codec = self._codec
+        key = (serializer, len(getattr(serializer, "order", ())))
+        if codec is None or codec[0] != key:
+            codec = self._codec = (key, _Codec(serializer))
+        return codec[1]
 
     def _engine(self, app):
         secret = app.secret_key
@@ -289,8 +333,8 @@ class SessionInterface(_FlaskSessionInterface):
         if not app.secret_key:
             return None
         value = request.cookies.get(self.get_cookie_name(app)) or None
-        return self.session_class(lambda: self._engine(app).begin_value(value), self.serializer,
-                                  value is not None)
+        return self.session_class(lambda: self._engine(app).begin_value(value),
+                                  self._codec_of(self.serializer), value is not None)
 
     def save_session(self, app, session, response):
         """Records the request's changes, lets the engine save them, and
