@@ -319,8 +319,55 @@ fn grace(option: &str, seconds: f64) -> PyResult<Duration> {
 }
 
 fn parse_json(key: &str, json: &str) -> PyResult<Value> {
-    serde_json::from_str(json)
-        .map_err(|e| PyTypeError::new_err(format!("session value {key:?} is not valid JSON: {e}")))
+    let value = serde_json::from_str(json).map_err(|e| {
+        PyTypeError::new_err(format!("session value {key:?} is not valid JSON: {e}"))
+    })?;
+    if let Some(integer) = oversized_integer(json) {
+        return Err(PyValueError::new_err(format!(
+            "session value {key:?} holds the integer {integer}, which does not fit in 64 bits: \
+             it would come back rounded (store it as a string)"
+        )));
+    }
+    Ok(value)
+}
+
+/// The first integer literal of a valid JSON text, outside its strings, that
+/// fits neither `i64` nor `u64`. The engine would read it as a float,
+/// silently rounding a Python int; such a value is refused instead.
+fn oversized_integer(json: &str) -> Option<&str> {
+    let bytes = json.as_bytes();
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'"' => {
+                i += 1;
+                while let Some(&c) = bytes.get(i) {
+                    i += if c == b'\\' { 2 } else { 1 };
+                    if c == b'"' {
+                        break;
+                    }
+                }
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                i += 1;
+                while bytes
+                    .get(i)
+                    .is_some_and(|c| matches!(c, b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-'))
+                {
+                    i += 1;
+                }
+                // Every byte of the number is ASCII: the slice is on char boundaries.
+                let number = json.get(start..i)?;
+                let integer = !number.contains(['.', 'e', 'E']);
+                if integer && number.parse::<i64>().is_err() && number.parse::<u64>().is_err() {
+                    return Some(number);
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    None
 }
 
 /// A session store, opened from a URL or wrapping a Python object.

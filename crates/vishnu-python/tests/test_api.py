@@ -121,6 +121,20 @@ def test_session_can_be_built_from_an_environ():
     assert s.started and s.header().startswith("vishnu=")
 
 
+def test_integers_come_back_exactly_or_are_refused():
+    s = Session({}, Config(secret=SECRET, backend=Memory()))
+    exact = {"min": -2**63, "max_signed": 2**63 - 1, "max": 2**64 - 1, "zero": 0,
+             "digits": "123456789012345678901234567890", "float": 1e30, "text": 'a "1e400" \\ 99999999999999999999'}
+    for key, value in exact.items():
+        s[key] = value
+        assert s[key] == value and type(s[key]) is type(value), key
+    # Beyond 64 bits the engine would round the int to a float: refused, not rounded.
+    for value in (2**64, -2**63 - 1, 2**70, [1, {"deep": 10**30}]):
+        with pytest.raises(ValueError, match="does not fit in 64 bits"):
+            s["big"] = value
+        assert "big" not in s
+
+
 def test_partitioned_cookies_need_secure_and_mark_both_cookies():
     from conftest import Caller, config, routes
     with pytest.raises(ValueError, match="partitioned"):
