@@ -123,7 +123,7 @@ def test_store_io_releases_the_gil():
 
 _SPIN_PROBE = r"""
 import asyncio, json, os, sys, threading, time
-from vishnu import _vishnu
+import vishnu
 from vishnu._framework import make_engine
 
 redis_host, redis_port, delay_ms, window_us = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
@@ -152,7 +152,7 @@ ready = []
 threading.Thread(target=lambda: asyncio.run(proxy(ready)), daemon=True).start()
 while not ready:
     time.sleep(0.01)
-_vishnu.set_spin_wait(window_us)
+vishnu.set_spin_wait(window_us)
 engine = make_engine("a test secret of any length", store="redis://127.0.0.1:%d/0" % ready[0])
 session = engine.begin_value(None)
 session.set("n", "1")
@@ -189,11 +189,11 @@ def test_sync_calls_poll_for_a_fast_reply_and_sleep_through_a_slow_one():
 
 
 def test_set_spin_wait_rejects_what_is_not_a_duration():
-    from vishnu import _vishnu
+    import vishnu
     with pytest.raises((OverflowError, TypeError, ValueError)):
-        _vishnu.set_spin_wait(-1)
+        vishnu.set_spin_wait(-1)
     with pytest.raises(TypeError):
-        _vishnu.set_spin_wait("100")
+        vishnu.set_spin_wait("100")
 
 
 def test_a_session_is_shared_with_the_rust_demo(subprocess_server):

@@ -71,4 +71,23 @@ def revoke_all(config, user):
     return config._get_engine().revoke_all(_check_str("user", user))
 
 
-__all__ = ["get_session", "sessions_of", "revoke", "revoke_all", "__version__", "__version_info__"]
+def set_spin_wait(microseconds):
+    """How long a synchronous store call (WSGI, Flask, Django) polls for the
+    store's reply before its thread sleeps; 0 never polls. The default is 100
+    (``VISHNU_SPIN_WAIT_US`` in the environment sets it at start).
+
+    On many virtual machines waking a sleeping thread costs more than a
+    loopback or same-zone round trip to Redis; polling saves that wake-up and
+    costs CPU time for at most the window. After 8 waits in a row that
+    outlast the window (a slower store), calls sleep at once, and one call in
+    32 polls again to notice when replies come fast again. A process that
+    also awaits the engine from asyncio never polls (its I/O thread sees the
+    replies first).
+    """
+    from vishnu import _vishnu
+
+    _vishnu.set_spin_wait(microseconds)
+
+
+__all__ = ["get_session", "sessions_of", "revoke", "revoke_all", "set_spin_wait",
+           "__version__", "__version_info__"]
