@@ -135,6 +135,20 @@ def test_flasks_tagged_values_come_back_from_the_store(store):
     assert client.get("/check").json == {key: repr(value) for key, value in values.items()}
 
 
+@pytest.mark.parametrize("header", [
+    None, "", "session=abc", "a=1; session=abc.def-_9", "session=abc; b=2", "xsession=1", "xsession=1; session=abc",
+    "session=abc; session=def", 'session="quoted value"', "session=", "session= abc ", "a=1;session=abc",
+    "a=1, session=abc", "session=a b", "session=abc\\x", "b=session=x", "sessionx=1",
+])
+def test_the_session_cookie_is_read_as_werkzeug_reads_it(header):
+    from werkzeug.test import EnvironBuilder
+    from werkzeug.wrappers import Request
+    environ = EnvironBuilder(path="/").get_environ()
+    if header is not None:
+        environ["HTTP_COOKIE"] = header
+    assert vishnu.flask._cookie_value(Request(environ), "session") == (Request(environ).cookies.get("session") or None)
+
+
 def test_a_tag_an_app_registers_applies_to_plain_values_too(store):
     from flask.json.tag import JSONTag
 

@@ -73,7 +73,7 @@ def revoke_all(config, user):
 
 def set_spin_wait(microseconds):
     """How long a synchronous store call (WSGI, Flask, Django) polls for the
-    store's reply before its thread sleeps; 0 never polls. The default is 100
+    store's reply before its thread sleeps; 0 never polls. The default is 200
     (``VISHNU_SPIN_WAIT_US`` in the environment sets it at start).
 
     On many virtual machines waking a sleeping thread costs more than a

@@ -52,6 +52,8 @@ _MISSING = object()
 log = logging.getLogger("vishnu")
 
 
+_encode_ascii = json.encoder.encode_basestring_ascii  # json.dumps of a str, in C
+
 # The tags of Flask's own serializer: with only these, a plain value carries no tag.
 _DEFAULT_TAGS = tuple(type(tag) for tag in TaggedJSONSerializer().order)
 
@@ -73,16 +75,42 @@ class _Codec(object):
 
     def dumps(self, value):
         kind = type(value)
-        if kind is int or kind is bool or value is None or (kind is str and value.isascii()):
-            return json.dumps(value)
+        if kind is int:
+            return int.__repr__(value)  # what json.dumps writes
+        if kind is str and value.isascii():
+            return _encode_ascii(value)
+        if kind is bool:
+            return "true" if value else "false"
+        if value is None:
+            return "null"
         return self._dumps(value)
 
     def loads(self, text):
-        first = text[:1]
-        if (first == '"' or text.isdigit() or (first == "-" and text[1:].isdigit())
-                or text == "true" or text == "false" or text == "null"):
+        if text.isascii() and (text.isdigit() or (text[:1] == "-" and text[1:].isdigit())):
+            return int(text)
+        if text[:1] == '"' or text == "true" or text == "false" or text == "null":
             return json.loads(text)
         return self._loads(text)
+
+
+def _cookie_value(request, name):
+    """The request's cookie ``name``, as ``request.cookies.get(name)`` gives
+    it, without parsing every cookie when the header holds one plain value
+    for it (what vishnu's cookies are); anything else goes to werkzeug."""
+    header = request.environ.get("HTTP_COOKIE")
+    if not header:
+        return None
+    key = name + "="
+    at = header.find(key)
+    if at < 0:
+        return None
+    before = header[:at].rstrip(" ")
+    if (not before or before[-1] == ";") and header.find(key, at + 1) < 0:
+        end = header.find(";", at)
+        value = (header[at + len(key):] if end < 0 else header[at + len(key):end]).strip()
+        if value and not any(c in value for c in '",\\ '):
+            return value
+    return request.cookies.get(name) or None
 
 
 class VishnuSession(dict, SessionMixin):
@@ -332,7 +360,7 @@ class SessionInterface(_FlaskSessionInterface):
         """The request's session, not loaded yet; None (Flask's null session) without a secret key."""
         if not app.secret_key:
             return None
-        value = request.cookies.get(self.get_cookie_name(app)) or None
+        value = _cookie_value(request, self.get_cookie_name(app))
         return self.session_class(lambda: self._engine(app).begin_value(value),
                                   self._codec_of(self.serializer), value is not None)
 
@@ -342,9 +370,16 @@ class SessionInterface(_FlaskSessionInterface):
         if session._finished:  # Flask finalizes again after an error in the first try
             return
         session._finished = True
+        cookie_written = self._finish(app, session, response)
+        if cookie_written or (cookie_written is not None and session.accessed):
+            response.vary.add("Cookie")  # once: each access of response.vary parses the header
+
+    def _finish(self, app, session, response):
+        """save_session's work: True when it set or removed the cookie, False
+        when not, None when the request was answered 409 (no Vary then)."""
         refresh = app.config["SESSION_REFRESH_EACH_REQUEST"]
         if not (session._loaded or session.modified or (refresh and session._had_cookie)):
-            return  # the session was not used: the engine has nothing to do
+            return False  # the session was not used: the engine has nothing to do
         native = session._native
         try:
             if session.modified:
@@ -367,34 +402,32 @@ class SessionInterface(_FlaskSessionInterface):
             log.info("vishnu: a write with a session id cycled away by another request: answering 409")
             response.status_code = 409
             response.set_data(b"")
-            return
+            return None
 
-        if session.accessed:
-            response.vary.add("Cookie")
         if parts is None:
             # The engine's cookie stands; Flask sends it again when the
             # session was modified, or is permanent and refreshed each request.
             if not (session._loaded and dict.__len__(session)):
-                return
+                return False
             permanent = dict.get(session, "_permanent")
             if not (session.modified or (refresh and permanent)):
-                return
+                return False
             value = native.cookie_value()
             if value is None:
-                return
+                return False
             expires = datetime.now(timezone.utc) + app.permanent_session_lifetime if permanent else None
         elif parts[0] == "remove":
             # Only a session the app emptied or ended loses its cookie: a
             # cookie this app cannot read (say, signed with a retired key)
             # is left alone, as Flask leaves it.
-            if session.modified:
-                response.delete_cookie(self.get_cookie_name(app), **self._cookie_settings(app))
-                response.vary.add("Cookie")
-            return
+            if not session.modified:
+                return False
+            response.delete_cookie(self.get_cookie_name(app), **self._cookie_settings(app))
+            return True
         else:
             _, value, expires = parts
         response.set_cookie(self.get_cookie_name(app), value, expires=expires, **self._cookie_settings(app))
-        response.vary.add("Cookie")
+        return True
 
     def _cookie_settings(self, app):
         return dict(domain=self.get_cookie_domain(app), path=self.get_cookie_path(app),
