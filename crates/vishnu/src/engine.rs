@@ -134,6 +134,16 @@ impl Engine {
         Session::new(self.rt.clone(), CookieHeaders::collect(cookie_headers))
     }
 
+    /// The engine a session was begun by. The fronts' response futures take
+    /// it from their session, and only when there is something to finish,
+    /// rather than keeping a clone of the engine for every request (a shared
+    /// reference count that every request would touch twice more).
+    pub(crate) fn of(session: &Session) -> Engine {
+        Engine {
+            rt: session.inner.rt.clone(),
+        }
+    }
+
     /// Ends a request whose response has status `status`: saves pending
     /// changes (with `auto_save`, and never for a 5xx), refreshes the expiry of
     /// a session that was read, and returns the `Set-Cookie` value to send, if any.

@@ -24,17 +24,15 @@ pin_project! {
     pub struct ResponseFuture<F, B> {
         #[pin]
         inner: F,
-        engine: Engine,
         session: Session,
         finishing: Option<(Finish, ServiceResponse<B>)>,
     }
 }
 
 impl<F, B> ResponseFuture<F, B> {
-    pub(crate) fn new(inner: F, engine: Engine, session: Session) -> Self {
+    pub(crate) fn new(inner: F, session: Session) -> Self {
         Self {
             inner,
-            engine,
             session,
             finishing: None,
         }
@@ -61,7 +59,7 @@ where
             if !this.session.inner.used.load(Ordering::Relaxed) {
                 return Poll::Ready(Ok(response.map_into_left_body()));
             }
-            let engine = this.engine.clone();
+            let engine = Engine::of(this.session);
             let session = this.session.clone();
             let status = response.status().as_u16();
             let finish: Finish = Box::pin(async move { engine.finish(&session, status).await });

@@ -76,6 +76,6 @@ where
             .filter_map(|v| http::HeaderValue::from_bytes(v.as_bytes()).ok());
         let session = self.engine.begin(cookies);
         req.extensions_mut().insert(session.clone());
-        ResponseFuture::new(self.inner.call(req), self.engine.clone(), session)
+        ResponseFuture::new(self.inner.call(req), session)
     }
 }

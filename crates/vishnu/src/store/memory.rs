@@ -111,6 +111,33 @@ impl Shard {
         self.records.insert(key.clone(), Entry { record, used });
     }
 
+    /// Replaces the record of a `key` the shard holds, as just used: the
+    /// entry and its key stay where they are (no copy of the key, no
+    /// rehash); only its place in the LRU order moves.
+    fn replace(&mut self, key: &StoreKey, record: Record) {
+        let used = self.next_use();
+        let Some(entry) = self.records.get_mut(key) else {
+            self.put(key, record);
+            return;
+        };
+        let was_bound = entry.record.user.is_some();
+        let bound = record.user.is_some();
+        let old = std::mem::replace(&mut entry.used, used);
+        entry.record = record;
+        let from = if was_bound {
+            &mut self.bound
+        } else {
+            &mut self.anonymous
+        };
+        let moved = from.remove(&old).unwrap_or_else(|| key.clone());
+        let to = if bound {
+            &mut self.bound
+        } else {
+            &mut self.anonymous
+        };
+        to.insert(used, moved);
+    }
+
     fn remove(&mut self, key: &StoreKey) -> Option<Record> {
         let entry = self.records.remove(key)?;
         self.order(&entry.record).remove(&entry.used);
@@ -308,7 +335,7 @@ impl SessionStore for MemoryStore {
                 if stored.version != expected_version {
                     return Ok(SaveOutcome::Conflict);
                 }
-                shard.put(key, record.clone());
+                shard.replace(key, record.clone());
                 Ok(SaveOutcome::Saved)
             }
             Some(_) => {
@@ -458,5 +485,44 @@ mod tests {
         assert!(store.create(&k[2], &record(None)).await.expect("create"));
         assert!(store.load(&k[0]).await.expect("load").is_some());
         assert!(store.load(&k[1]).await.expect("load").is_none());
+    }
+
+    #[tokio::test]
+    async fn saves_move_a_session_in_the_eviction_order_and_unbinding_moves_it_back() {
+        let store = MemoryStore::new().with_capacity(2 * SHARDS);
+        let k = keys_in_one_shard(4);
+        assert!(store.create(&k[0], &record(None)).await.expect("create"));
+        assert!(store.create(&k[1], &record(None)).await.expect("create"));
+        // Saved three times, k[0] is the most recently used: k[1] goes first.
+        for version in 1..4 {
+            let mut r = record(None);
+            r.version = version + 1;
+            assert_eq!(
+                store.save(&k[0], &r, version).await.expect("save"),
+                SaveOutcome::Saved
+            );
+        }
+        assert!(store.create(&k[2], &record(None)).await.expect("create"));
+        assert!(store.load(&k[1]).await.expect("load").is_none());
+        assert_eq!(store.len(), 2);
+        // Bound, then unbound again (a logout): k[0] is back in the first
+        // eviction line, and once k[2] is used, its least recently used.
+        let mut bound = record(Some("ada"));
+        bound.version = 5;
+        assert_eq!(
+            store.save(&k[0], &bound, 4).await.expect("save"),
+            SaveOutcome::Saved
+        );
+        let mut unbound = record(None);
+        unbound.version = 6;
+        assert_eq!(
+            store.save(&k[0], &unbound, 5).await.expect("save"),
+            SaveOutcome::Saved
+        );
+        assert!(store.load(&k[2]).await.expect("load").is_some());
+        assert!(store.create(&k[3], &record(None)).await.expect("create"));
+        assert!(store.load(&k[0]).await.expect("load").is_none());
+        assert!(store.load(&k[2]).await.expect("load").is_some());
+        assert_eq!(store.len(), 2);
     }
 }

@@ -21,17 +21,15 @@ pin_project! {
     pub struct ResponseFuture<F, B> {
         #[pin]
         inner: F,
-        engine: Engine,
         session: Session,
         finishing: Option<(Finish, Response<B>)>,
     }
 }
 
 impl<F, B> ResponseFuture<F, B> {
-    pub(crate) fn new(inner: F, engine: Engine, session: Session) -> Self {
+    pub(crate) fn new(inner: F, session: Session) -> Self {
         Self {
             inner,
-            engine,
             session,
             finishing: None,
         }
@@ -73,7 +71,7 @@ where
             if !this.session.inner.used.load(Ordering::Relaxed) {
                 return Poll::Ready(Ok(response));
             }
-            let engine = this.engine.clone();
+            let engine = Engine::of(this.session);
             let session = this.session.clone();
             let status = response.status().as_u16();
             let finish: Finish = Box::pin(async move { engine.finish(&session, status).await });

@@ -39,6 +39,6 @@ where
             .engine
             .begin(req.headers().get_all(COOKIE).iter().cloned());
         req.extensions_mut().insert(session.clone());
-        ResponseFuture::new(self.inner.call(req), self.engine.clone(), session)
+        ResponseFuture::new(self.inner.call(req), session)
     }
 }
