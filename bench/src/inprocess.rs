@@ -1,6 +1,6 @@
 //! In-process, no network: an app driven through its service in a loop, single-threaded.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::routing::get;
@@ -9,7 +9,7 @@ use http::{header, HeaderValue, Request};
 use serde_json::Value;
 use tower::{Service, ServiceExt};
 
-use crate::{median_us, row, time_loop};
+use crate::{median, median_us, row, time_loop};
 
 const SUITE: &str = "rust-inprocess";
 const SCENARIOS: [&str; 3] = ["untouched", "read", "write"];
@@ -142,12 +142,11 @@ fn tower_sessions_app() -> Router {
         .layer(SessionManagerLayer::new(MemoryStore::default()).with_secure(false))
 }
 
-/// The actix rows: the same routes under no session library (the floor),
-/// actix-session, and vishnu's actix-web middleware, in one actix system.
-
 /// Per scenario, the per-round times of the actix floor, actix-session and actix-vishnu.
 type ActixTimes = Vec<(&'static str, [Vec<f64>; 3])>;
 
+/// The actix rows: the same routes under no session library (the floor),
+/// actix-session, and vishnu's actix-web middleware, in one actix system.
 fn actix(rounds: usize, iters: u64) -> ActixTimes {
     use actix_session::storage::CookieSessionStore;
     use actix_session::{Session, SessionMiddleware};
@@ -275,7 +274,8 @@ fn codec(rows: &mut Vec<Value>, rounds: usize, iters: u64) {
     );
     let s_value = signed.encode(&id).expect("sign");
     let e_value = sealed.encode(&id).expect("seal");
-    let cases: [(&str, Box<dyn Fn()>); 4] = [
+    type Case<'a> = (&'static str, Box<dyn Fn() + 'a>);
+    let cases: [Case; 4] = [
         (
             "sign",
             Box::new(|| drop(std::hint::black_box(signed.encode(&id)))),
@@ -364,69 +364,49 @@ pub fn run(quick: bool) -> Vec<Value> {
                 times[i].push(us);
             }
         }
-        let median = |mut v: Vec<f64>| {
-            v.sort_by(|a, b| a.total_cmp(b));
-            v[v.len() / 2]
-        };
         for (i, (name, _)) in libs.iter().enumerate() {
-            rows.push(row(
-                SUITE,
-                scenario,
-                name,
-                "us_per_request",
-                median(times[i].clone()),
-                "us",
-            ));
-            if i > 0 {
-                let overheads = times[i].iter().zip(&times[0]).map(|(l, f)| l - f).collect();
-                rows.push(row(
-                    SUITE,
-                    scenario,
-                    name,
-                    "overhead_us",
-                    median(overheads),
-                    "us",
-                ));
-            }
+            let floor = (i > 0).then(|| times[0].as_slice());
+            library_rows(&mut rows, scenario, name, &times[i], floor);
         }
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(|a, b| a.total_cmp(b));
-        v[v.len() / 2]
-    };
     for (scenario, times) in actix(rounds, iters / 2) {
         let [floor, session, ours] = times;
+        library_rows(&mut rows, scenario, "actix-floor", &floor, None);
+        library_rows(&mut rows, scenario, "actix-session", &session, Some(&floor));
+        library_rows(&mut rows, scenario, "actix-vishnu", &ours, Some(&floor));
+    }
+    codec(&mut rows, rounds, iters);
+    rows
+}
+
+/// One library's rows in one scenario: the median time per request over the
+/// rounds and, beside a floor, the median of its per-round difference to it.
+fn library_rows(
+    rows: &mut Vec<Value>,
+    scenario: &str,
+    name: &str,
+    times: &[f64],
+    floor: Option<&[f64]>,
+) {
+    rows.push(row(
+        SUITE,
+        scenario,
+        name,
+        "us_per_request",
+        median(times.to_vec()),
+        "us",
+    ));
+    if let Some(floor) = floor {
+        let overheads = times.iter().zip(floor).map(|(l, f)| l - f).collect();
         rows.push(row(
             SUITE,
             scenario,
-            "actix-floor",
-            "us_per_request",
-            median(floor.clone()),
+            name,
+            "overhead_us",
+            median(overheads),
             "us",
         ));
-        for (name, lib) in [("actix-session", session), ("actix-vishnu", ours)] {
-            rows.push(row(
-                SUITE,
-                scenario,
-                name,
-                "us_per_request",
-                median(lib.clone()),
-                "us",
-            ));
-            let overheads = lib.iter().zip(&floor).map(|(l, f)| l - f).collect();
-            rows.push(row(
-                SUITE,
-                scenario,
-                name,
-                "overhead_us",
-                median(overheads),
-                "us",
-            ));
-        }
     }
-    codec(&mut rows, rounds, iters);
-    let _ = Duration::ZERO;
-    rows
 }
 
 fn leak(s: &str) -> &'static str {

@@ -39,6 +39,12 @@ pub fn median_us(rounds: usize, iters: u64, mut f: impl FnMut(u64) -> Duration) 
     samples[samples.len() / 2]
 }
 
+/// The median of per-round samples (the upper one of an even count).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
 /// Times a plain closure.
 pub fn time_loop(iters: u64, mut f: impl FnMut()) -> Duration {
     let start = Instant::now();

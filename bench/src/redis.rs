@@ -23,7 +23,7 @@ use http::{header, HeaderValue, Request};
 use serde_json::Value;
 use tower::ServiceExt;
 
-use crate::row;
+use crate::{median, row};
 
 const SUITE: &str = "rust-redis";
 const IN_FLIGHT: usize = 64;
@@ -147,11 +147,6 @@ struct Outcome {
 fn percentile(lat: &mut [Duration], q: usize) -> f64 {
     lat.sort();
     lat[(lat.len() * q / 100).min(lat.len() - 1)].as_secs_f64() * 1e6
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 /// The rows of one library in one scenario: the median over the rounds of
