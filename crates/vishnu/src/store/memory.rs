@@ -429,6 +429,18 @@ mod tests {
         r
     }
 
+    /// Saves a fresh record for `user` over version `read` of `key`.
+    async fn save(
+        store: &MemoryStore,
+        key: &StoreKey,
+        user: Option<&str>,
+        read: u64,
+    ) -> SaveOutcome {
+        let mut r = record(user);
+        r.version = read + 1;
+        store.save(key, &r, read).await.expect("save")
+    }
+
     #[tokio::test]
     async fn a_full_shard_evicts_the_least_recently_used_anonymous_session_first() {
         // Three per shard.
@@ -476,10 +488,8 @@ mod tests {
         assert!(store.create(&k[0], &record(None)).await.expect("create"));
         assert!(store.create(&k[1], &record(None)).await.expect("create"));
         // k[0], the older, logs in (a save that binds it).
-        let mut bound = record(Some("ada"));
-        bound.version = 2;
         assert_eq!(
-            store.save(&k[0], &bound, 1).await.expect("save"),
+            save(&store, &k[0], Some("ada"), 1).await,
             SaveOutcome::Saved
         );
         assert!(store.create(&k[2], &record(None)).await.expect("create"));
@@ -495,30 +505,18 @@ mod tests {
         assert!(store.create(&k[1], &record(None)).await.expect("create"));
         // Saved three times, k[0] is the most recently used: k[1] goes first.
         for version in 1..4 {
-            let mut r = record(None);
-            r.version = version + 1;
-            assert_eq!(
-                store.save(&k[0], &r, version).await.expect("save"),
-                SaveOutcome::Saved
-            );
+            assert_eq!(save(&store, &k[0], None, version).await, SaveOutcome::Saved);
         }
         assert!(store.create(&k[2], &record(None)).await.expect("create"));
         assert!(store.load(&k[1]).await.expect("load").is_none());
         assert_eq!(store.len(), 2);
         // Bound, then unbound again (a logout): k[0] is back in the first
         // eviction line, and once k[2] is used, its least recently used.
-        let mut bound = record(Some("ada"));
-        bound.version = 5;
         assert_eq!(
-            store.save(&k[0], &bound, 4).await.expect("save"),
+            save(&store, &k[0], Some("ada"), 4).await,
             SaveOutcome::Saved
         );
-        let mut unbound = record(None);
-        unbound.version = 6;
-        assert_eq!(
-            store.save(&k[0], &unbound, 5).await.expect("save"),
-            SaveOutcome::Saved
-        );
+        assert_eq!(save(&store, &k[0], None, 5).await, SaveOutcome::Saved);
         assert!(store.load(&k[2]).await.expect("load").is_some());
         assert!(store.create(&k[3], &record(None)).await.expect("create"));
         assert!(store.load(&k[0]).await.expect("load").is_none());
