@@ -323,13 +323,29 @@ fn parse_json(key: &str, json: &str) -> PyResult<Value> {
     let value = serde_json::from_str(json).map_err(|e| {
         PyTypeError::new_err(format!("session value {key:?} is not valid JSON: {e}"))
     })?;
-    if let Some(integer) = oversized_integer(json) {
+    // An integer too large for 64 bits is read as a float: only a value
+    // holding a float needs its text scanned for one.
+    if let Some(integer) = holds_float(&value)
+        .then(|| oversized_integer(json))
+        .flatten()
+    {
         return Err(PyValueError::new_err(format!(
             "session value {key:?} holds the integer {integer}, which does not fit in 64 bits: \
              it would come back rounded (store it as a string)"
         )));
     }
     Ok(value)
+}
+
+/// Whether a JSON value holds a number that is not an integer of 64 bits.
+/// serde_json's nesting limit (128) bounds the recursion.
+fn holds_float(value: &Value) -> bool {
+    match value {
+        Value::Number(n) => n.is_f64(),
+        Value::Array(items) => items.iter().any(holds_float),
+        Value::Object(map) => map.values().any(holds_float),
+        _ => false,
+    }
 }
 
 /// The first integer literal of a valid JSON text, outside its strings, that

@@ -68,9 +68,9 @@ class _Codec(object):
 
     def __init__(self, serializer):
         self._dumps, self._loads = serializer.dumps, serializer.loads
-        self.plain = (type(serializer) is TaggedJSONSerializer
-                      and tuple(type(tag) for tag in serializer.order) == _DEFAULT_TAGS)
-        if not self.plain:
+        plain = (type(serializer) is TaggedJSONSerializer
+                 and tuple(type(tag) for tag in serializer.order) == _DEFAULT_TAGS)
+        if not plain:
             self.dumps, self.loads = self._dumps, self._loads
 
     def dumps(self, value):
