@@ -129,6 +129,55 @@ mod standalone {
         );
     }
 
+    /// The worst case of scripts flushed by someone else: a server that
+    /// forgets every script between two commands (a proxy answers each
+    /// `EVALSHA` with `NOSCRIPT`). Loading the script and retrying `EVALSHA`
+    /// would fail every time; saves and touches must still go through.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn scripts_work_on_a_server_that_forgets_them_between_commands() {
+        let _servers = kv::SERVERS.read().await;
+        let Some(url) = kv::env_or_skip("VISHNU_REDIS_URL", SCRIPT) else {
+            return;
+        };
+        let upstream = url
+            .trim_start_matches("redis://")
+            .split('/')
+            .next()
+            .expect("host:port")
+            .to_owned();
+        let proxy = forgetful::Proxy::start(upstream).await;
+        let store = RedisStore::from_url(&format!("redis://{}/0", proxy.addr))
+            .await
+            .expect("connect through the proxy");
+        let key = c::fresh_key();
+        let rec = c::record(1, Duration::from_secs(60));
+        assert!(store.create(&key, &rec).await.expect("create"));
+        let mut next = rec.clone();
+        next.version = 2;
+        next.data.insert("n".into(), 2.into());
+        assert_eq!(
+            store.save(&key, &next, 1).await.expect("save"),
+            vishnu::SaveOutcome::Saved
+        );
+        assert_eq!(
+            store.save(&key, &next, 1).await.expect("save"),
+            vishnu::SaveOutcome::Conflict,
+            "compare-and-set still holds"
+        );
+        assert!(store
+            .touch(&key, next.last_access + 1, next.expires_at + 1_000)
+            .await
+            .expect("touch"));
+        let stored = store.load(&key).await.expect("load").expect("present");
+        assert_eq!((stored.version, stored.data), (2, next.data));
+        assert!(
+            proxy.refused() >= 3,
+            "the proxy refused {} EVALSHA",
+            proxy.refused()
+        );
+        store.delete(&key).await.expect("delete");
+    }
+
     // The layout changed from a hash (record, version, last_access, expires_at)
     // to one string: sessions stored before the upgrade keep working.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -350,5 +399,109 @@ mod standalone {
             .expect("load after resuming")
             .is_some());
         c::round_trip(&store).await;
+    }
+}
+
+/// A proxy in front of Redis that forgets scripts: it answers every `EVALSHA`
+/// with `NOSCRIPT` and forwards every other command, one at a time.
+mod forgetful {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::{TcpListener, TcpStream};
+
+    pub struct Proxy {
+        pub addr: String,
+        refused: Arc<AtomicUsize>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Proxy {
+        pub async fn start(upstream: String) -> Self {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("addr").to_string();
+            let refused = Arc::new(AtomicUsize::new(0));
+            let count = refused.clone();
+            let task = tokio::spawn(async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    let server = TcpStream::connect(&upstream).await.expect("upstream");
+                    tokio::spawn(relay(client, server, count.clone()));
+                }
+            });
+            Self {
+                addr,
+                refused,
+                task,
+            }
+        }
+
+        pub fn refused(&self) -> usize {
+            self.refused.load(Ordering::SeqCst)
+        }
+    }
+
+    impl Drop for Proxy {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    async fn relay(client: TcpStream, server: TcpStream, refused: Arc<AtomicUsize>) {
+        let (client_in, mut client_out) = client.into_split();
+        let (server_in, mut server_out) = server.into_split();
+        let mut client_in = BufReader::new(client_in);
+        let mut server_in = BufReader::new(server_in);
+        while let Some((name, command)) = frame(&mut client_in).await {
+            if name.eq_ignore_ascii_case(b"EVALSHA") {
+                refused.fetch_add(1, Ordering::SeqCst);
+                let reply = b"-NOSCRIPT No matching script. Please use EVAL.\r\n";
+                if client_out.write_all(reply).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            let Some((_, reply)) = async {
+                server_out.write_all(&command).await.ok()?;
+                frame(&mut server_in).await
+            }
+            .await
+            else {
+                return;
+            };
+            if client_out.write_all(&reply).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// One RESP frame, raw, with the first bulk string of an array (a
+    /// command's name); `None` at the end of the stream.
+    async fn frame<R: AsyncBufRead + Unpin>(reader: &mut R) -> Option<(Vec<u8>, Vec<u8>)> {
+        let mut raw = Vec::new();
+        let mut name = None;
+        let mut pending = 1usize;
+        while pending > 0 {
+            pending -= 1;
+            let start = raw.len();
+            if reader.read_until(b'\n', &mut raw).await.ok()? == 0 {
+                return None;
+            }
+            let line = &raw[start..raw.len() - 2];
+            let (kind, rest) = line.split_first()?;
+            let n: i64 = std::str::from_utf8(rest).ok()?.parse().unwrap_or(0);
+            match kind {
+                b'$' | b'=' | b'!' if n >= 0 => {
+                    let body_start = raw.len();
+                    raw.resize(body_start + n as usize + 2, 0);
+                    reader.read_exact(&mut raw[body_start..]).await.ok()?;
+                    name.get_or_insert_with(|| raw[body_start..body_start + n as usize].to_vec());
+                }
+                b'*' | b'~' | b'>' if n > 0 => pending += n as usize,
+                b'%' | b'|' if n > 0 => pending += 2 * n as usize,
+                _ => {}
+            }
+        }
+        Some((name.unwrap_or_default(), raw))
     }
 }

@@ -85,7 +85,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 /// cannot hold the shared reconnection for minutes of OS-level TCP timeouts.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A Lua script and its SHA-1, run with `EVALSHA` (loaded once on `NOSCRIPT`).
+/// A Lua script and its SHA-1, run with `EVALSHA` (sent whole on `NOSCRIPT`).
 /// The command is built here rather than by `redis::ScriptInvocation`, which
 /// copies every argument (the whole record) twice more.
 struct Lua {
@@ -101,34 +101,42 @@ impl Lua {
         }
     }
 
-    /// `EVALSHA` of this script on one key with `args`; the script is loaded
-    /// first when the server does not know it (after a restart).
+    /// `EVALSHA` of this script on one key with `args`. When the server does
+    /// not know the script (after a restart or a `SCRIPT FLUSH`), the call is
+    /// made again as `EVAL` with the source: one command that cannot meet
+    /// `NOSCRIPT` again however often scripts are flushed, and that caches
+    /// the script for the next `EVALSHA`.
     async fn eval<T: ::redis::FromRedisValue>(
         &self,
         connection: &mut Connection,
         key: &str,
         args: &[&[u8]],
     ) -> Result<T, RedisError> {
-        // Sized up front: growing the buffer arg by arg reallocates it.
-        let size =
-            7 + self.hash.len() + 1 + key.len() + args.iter().map(|a| a.len()).sum::<usize>();
-        let mut cmd = ::redis::Cmd::with_capacity(4 + args.len(), size);
-        cmd.arg("EVALSHA").arg(&self.hash).arg(b"1").arg(key);
-        for arg in args {
-            cmd.arg(*arg);
-        }
-        match cmd.query_async(connection).await {
+        match self
+            .command("EVALSHA", &self.hash, key, args)
+            .query_async(connection)
+            .await
+        {
             Err(e) if e.kind() == ErrorKind::NoScriptError => {
-                let () = ::redis::cmd("SCRIPT")
-                    .arg("LOAD")
-                    .arg(self.code)
-                    .query_async::<String>(connection)
+                self.command("EVAL", self.code, key, args)
+                    .query_async(connection)
                     .await
-                    .map(drop)?;
-                cmd.query_async(connection).await
             }
             other => other,
         }
+    }
+
+    /// `verb script 1 key args…`, sized up front: growing the buffer arg by
+    /// arg reallocates it.
+    fn command(&self, verb: &str, script: &str, key: &str, args: &[&[u8]]) -> ::redis::Cmd {
+        let size =
+            verb.len() + script.len() + 1 + key.len() + args.iter().map(|a| a.len()).sum::<usize>();
+        let mut cmd = ::redis::Cmd::with_capacity(4 + args.len(), size);
+        cmd.arg(verb).arg(script).arg(b"1").arg(key);
+        for arg in args {
+            cmd.arg(*arg);
+        }
+        cmd
     }
 }
 
