@@ -288,7 +288,7 @@ impl Codec {
         if value.len() > MAX_COOKIE_BYTES {
             return Err(CodecError::TooLong);
         }
-        let raw = URL_SAFE_NO_PAD
+        let mut raw = URL_SAFE_NO_PAD
             .decode(value)
             .map_err(|_| CodecError::Base64)?;
         let (&version, rest) = raw.split_first().ok_or(CodecError::Truncated)?;
@@ -301,7 +301,11 @@ impl Codec {
                 let used = self
                     .verify(VERSION_SIGNED, payload, tag)
                     .ok_or(CodecError::Authentication)?;
-                Ok((payload.to_vec(), used))
+                // The payload moved to the front of the decoded bytes: no second buffer.
+                let len = payload.len();
+                raw.copy_within(1..=len, 0);
+                raw.truncate(len);
+                Ok((raw, used))
             }
             (VERSION_SEALED_SIV, true) => {
                 let aad = self.aad(version);

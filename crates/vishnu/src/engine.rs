@@ -22,7 +22,8 @@ use crate::id::{SessionId, StoreKey, ID_LEN};
 use crate::record::{Millis, MoveReason, Moved, Record};
 use crate::runtime::{millis, Runtime};
 use crate::state::{CookieAction, CookieHeaders, Draft, Live, Pending, Session, State};
-use crate::store::{Cleanup, SaveOutcome, SessionStore, StoreError};
+use crate::store::metered::Metered;
+use crate::store::{Cleanup, SaveOutcome, StoreError};
 use crate::telemetry::{self, Rejected};
 use crate::users::{self, SessionInfo};
 
@@ -160,6 +161,28 @@ impl Engine {
         Ok(self.format_cookie(update))
     }
 
+    /// [`finish`](Engine::finish) without store I/O, when none is needed: the
+    /// session was not used, or only read, with no renewal due and no expiry
+    /// to refresh in the store. `None` means the request needs
+    /// [`finish`](Engine::finish). The fronts call this first, so that a read
+    /// completes with no future to allocate.
+    pub(crate) fn finish_ready(
+        session: &Session,
+        status: u16,
+    ) -> Option<Result<Option<String>, SessionError>> {
+        if !session.inner.used.load(Ordering::Relaxed) {
+            return Some(Ok(None));
+        }
+        let rt = &*session.inner.rt;
+        if !session.state().pending.is_empty() || renewal_due(session) {
+            return None;
+        }
+        if status < 500 && refresh_plan(session, rt.clock.now_millis()).is_some() {
+            return None;
+        }
+        Some(cookie_update(rt, session).map(|u| format_cookie(rt, u)))
+    }
+
     /// [`finish`](Engine::finish), returning the cookie as parts (see
     /// [`cookie_update`](Engine::cookie_update)) for a front that writes
     /// cookies with its framework's own response API.
@@ -222,17 +245,7 @@ impl Engine {
     }
 
     fn format_cookie(&self, update: CookieUpdate) -> Option<String> {
-        let config = &*self.rt;
-        match update {
-            CookieUpdate::Issue { value, expires_at } => Some(cookie::issue(
-                &config.cookie,
-                &value,
-                expires_at,
-                config.clock.now_millis(),
-            )),
-            CookieUpdate::Remove => Some(cookie::removal(&config.cookie)),
-            CookieUpdate::Keep => None,
-        }
+        format_cookie(&self.rt, update)
     }
 
     /// What [`set_cookie`](Engine::set_cookie) would send, as parts, for a
@@ -242,23 +255,7 @@ impl Engine {
     /// # Errors
     /// As for [`set_cookie`](Engine::set_cookie).
     pub fn cookie_update(&self, session: &Session) -> Result<CookieUpdate, SessionError> {
-        if !session.inner.used.load(Ordering::Relaxed) {
-            return Ok(CookieUpdate::Keep);
-        }
-        let config = &*self.rt;
-        let state = session.state();
-        match (state.cookie_action(), &state.live) {
-            (CookieAction::Issue, Some(live)) => {
-                let value = encode_cookie(config, live)?;
-                let expires_at = match state.timeout(config.timeout) {
-                    Timeout::Seconds(_) => Some(live.record.expires_at),
-                    Timeout::BrowserSession => None,
-                };
-                Ok(CookieUpdate::Issue { value, expires_at })
-            }
-            (CookieAction::Remove, _) => Ok(CookieUpdate::Remove),
-            _ => Ok(CookieUpdate::Keep),
-        }
+        cookie_update(&self.rt, session)
     }
 
     /// The cookie value that names the session as it stands (the signed id,
@@ -328,16 +325,15 @@ impl Engine {
         dormant_for: Duration,
         limit: usize,
     ) -> tokio::task::JoinHandle<()> {
-        let store: Arc<dyn crate::SessionStore> = match &self.rt.persistence {
-            crate::runtime::Persistence::Server(store) => store.clone(),
-            crate::runtime::Persistence::Cookie => Arc::new(crate::CookieStore),
-        };
-        crate::store::cleanup::spawn_cleanup_with_clock(
-            store,
+        let engine = self.clone();
+        crate::store::cleanup::spawn_sweeps(
             self.rt.clock.clone(),
             every,
-            dormant_for,
             limit,
+            move |now, limit| {
+                let engine = engine.clone();
+                async move { engine.delete_expired_at(now, dormant_for, limit).await }
+            },
         )
     }
 
@@ -352,7 +348,16 @@ impl Engine {
         dormant_for: Duration,
         limit: usize,
     ) -> Result<Cleanup, StoreError> {
-        let now = self.rt.now();
+        self.delete_expired_at(self.rt.now(), dormant_for, limit)
+            .await
+    }
+
+    async fn delete_expired_at(
+        &self,
+        now: Millis,
+        dormant_for: Duration,
+        limit: usize,
+    ) -> Result<Cleanup, StoreError> {
         match self.rt.server() {
             Some(store) => store.delete_expired(now, dormant_for, limit).await,
             None => Ok(Cleanup::default()),
@@ -427,6 +432,39 @@ fn encode_cookie(config: &Runtime, live: &Live) -> Result<String, SessionError> 
     Ok(value)
 }
 
+fn format_cookie(config: &Runtime, update: CookieUpdate) -> Option<String> {
+    match update {
+        CookieUpdate::Issue { value, expires_at } => Some(cookie::issue(
+            &config.cookie,
+            &value,
+            expires_at,
+            config.clock.now_millis(),
+        )),
+        CookieUpdate::Remove => Some(cookie::removal(&config.cookie)),
+        CookieUpdate::Keep => None,
+    }
+}
+
+/// See [`Engine::cookie_update`].
+fn cookie_update(config: &Runtime, session: &Session) -> Result<CookieUpdate, SessionError> {
+    if !session.inner.used.load(Ordering::Relaxed) {
+        return Ok(CookieUpdate::Keep);
+    }
+    let state = session.state();
+    match (state.cookie_action(), &state.live) {
+        (CookieAction::Issue, Some(live)) => {
+            let value = encode_cookie(config, live)?;
+            let expires_at = match state.timeout(config.timeout) {
+                Timeout::Seconds(_) => Some(live.record.expires_at),
+                Timeout::BrowserSession => None,
+            };
+            Ok(CookieUpdate::Issue { value, expires_at })
+        }
+        (CookieAction::Remove, _) => Ok(CookieUpdate::Remove),
+        _ => Ok(CookieUpdate::Keep),
+    }
+}
+
 fn client_side_record(payload: &[u8]) -> Option<(SessionId, Record)> {
     let (id, json) = payload.split_at_checked(ID_LEN)?;
     let id = SessionId::from_bytes(<[u8; ID_LEN]>::try_from(id).ok()?);
@@ -467,7 +505,7 @@ enum Found {
 /// Loads what `id` names, following renewal forwards inside their grace window.
 async fn lookup(
     config: &Runtime,
-    store: &dyn SessionStore,
+    store: &Metered,
     id: SessionId,
     key: StoreKey,
 ) -> Result<Found, SessionError> {
@@ -572,7 +610,7 @@ fn renewal_due(session: &Session) -> bool {
 /// go to the session under its new id); a cycle forward means superseded.
 async fn reload(
     session: &Session,
-    store: &dyn SessionStore,
+    store: &Metered,
     live_id: SessionId,
     key: &StoreKey,
     now: Millis,
@@ -853,7 +891,7 @@ async fn list_moving(
 
 /// Deletes the record of an id change that did not happen (best effort: the
 /// key was never sent to anybody, and the record expires anyway).
-async fn discard(store: &dyn SessionStore, key: &StoreKey) {
+async fn discard(store: &Metered, key: &StoreKey) {
     if let Err(e) = store.delete(key).await {
         tracing::warn!(%key, error = %e, "could not delete an abandoned session record");
     }
@@ -956,7 +994,7 @@ pub(crate) async fn terminate(session: &Session) -> Result<(), SessionError> {
 /// terminate cannot leave the session alive under its new id.
 async fn end(
     config: &Runtime,
-    store: &dyn SessionStore,
+    store: &Metered,
     id: SessionId,
     key: StoreKey,
     mut expected: Option<u64>,
@@ -1012,23 +1050,30 @@ async fn end(
 
 /// Reading is activity: slides the expiry of a session that was used, at most
 /// once per tenth of its timeout, without rewriting its data.
+/// What a refresh of the session's expiry would write (its key, the new
+/// expiry, and whether the cookie is persistent), or `None` when none is due
+/// at `now`.
+fn refresh_plan(session: &Session, now: Millis) -> Option<(StoreKey, Millis, bool)> {
+    let config = &*session.inner.rt;
+    let state = session.state();
+    let live = state.live.as_ref()?;
+    let timeout = state.timeout(config.timeout);
+    let idle = config.idle_millis(timeout);
+    if now.saturating_sub(live.record.last_access) < idle / REFRESH_DIVISOR {
+        return None;
+    }
+    Some((
+        live.key.clone(),
+        config.expires_at(live.record.created_at, now, timeout),
+        matches!(timeout, Timeout::Seconds(_)),
+    ))
+}
+
 async fn refresh(session: &Session) {
     let config = &*session.inner.rt;
     let now = config.clock.now_millis();
-    let (key, new_expiry, persistent) = {
-        let state = session.state();
-        let Some(live) = &state.live else { return };
-        let timeout = state.timeout(config.timeout);
-        let idle = config.idle_millis(timeout);
-        if now.saturating_sub(live.record.last_access) < idle / REFRESH_DIVISOR {
-            return;
-        }
-        let new_expiry = config.expires_at(live.record.created_at, now, timeout);
-        (
-            live.key.clone(),
-            new_expiry,
-            matches!(timeout, Timeout::Seconds(_)),
-        )
+    let Some((key, new_expiry, persistent)) = refresh_plan(session, now) else {
+        return;
     };
     let touched = match config.server() {
         Some(store) => store.touch(&key, now, new_expiry).await,

@@ -12,15 +12,17 @@ use crate::codec::Codec;
 use crate::config::{Config, Settings, Timeout};
 use crate::error::SessionError;
 use crate::record::{Millis, Record};
-use crate::store::SessionStore;
+use crate::store::metered::Metered;
 
 /// How many locks the writes of this process's requests are spread over.
 const WRITE_LOCK_STRIPES: usize = 1024;
 
 /// Where sessions persist. The cookie mode has no store to call.
+// One per engine, behind its `Arc`: a boxed store would only add a pointer to follow.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Persistence {
     /// Records in a server-side store; the cookie carries the id.
-    Server(Arc<dyn SessionStore>),
+    Server(Metered),
     /// The whole record sealed in the cookie ([`CookieStore`](crate::CookieStore)).
     Cookie,
 }
@@ -52,10 +54,7 @@ impl Runtime {
         let persistence = if store.client_side() {
             Persistence::Cookie
         } else {
-            #[cfg(feature = "metrics")]
-            let store: Arc<dyn SessionStore> =
-                Arc::new(crate::store::metered::Metered(store.clone()));
-            Persistence::Server(store.clone())
+            Persistence::Server(Metered::new(store.clone()))
         };
         Self {
             codec,
@@ -69,9 +68,9 @@ impl Runtime {
     }
 
     /// The server-side store, or `None` in cookie mode.
-    pub(crate) fn server(&self) -> Option<&dyn SessionStore> {
+    pub(crate) fn server(&self) -> Option<&Metered> {
         match &self.persistence {
-            Persistence::Server(store) => Some(&**store),
+            Persistence::Server(store) => Some(store),
             Persistence::Cookie => None,
         }
     }
@@ -87,7 +86,7 @@ impl Runtime {
     }
 
     /// The server-side store, or [`SessionError::Unsupported`] with the cookie store.
-    pub(crate) fn server_store(&self) -> Result<&dyn SessionStore, SessionError> {
+    pub(crate) fn server_store(&self) -> Result<&Metered, SessionError> {
         self.server().ok_or(SessionError::Unsupported(
             "the cookie store keeps no server state: a user's sessions cannot be listed or revoked",
         ))

@@ -13,8 +13,8 @@ use crate::config::Timeout;
 use crate::engine::{self, Write};
 use crate::error::SessionError;
 use crate::id::StoreKey;
-use crate::state::view;
 pub use crate::state::Session;
+use crate::state::{view, view_ref};
 use crate::users::{self, SessionInfo};
 
 impl Session {
@@ -28,17 +28,18 @@ impl Session {
     /// # Errors
     /// A store error while loading, or a value of another type.
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
-        match self.get_value(key).await? {
-            None => Ok(None),
-            Some(v) => {
-                serde_json::from_value(v)
-                    .map(Some)
-                    .map_err(|source| SessionError::Deserialize {
-                        key: key.to_owned(),
-                        source,
-                    })
-            }
-        }
+        self.loaded().await?;
+        // Deserialized from the stored value in place, not from a copy of it.
+        let state = self.state();
+        let Some(value) = view_ref(&state, key) else {
+            return Ok(None);
+        };
+        T::deserialize(value)
+            .map(Some)
+            .map_err(|source| SessionError::Deserialize {
+                key: key.to_owned(),
+                source,
+            })
     }
 
     /// The JSON value under `key`, or `None` when there is none.

@@ -306,16 +306,18 @@ impl State {
 
 /// The value of `key` as this request sees it: its own changes over the stored data.
 pub(crate) fn view(state: &State, key: &str) -> Option<Value> {
+    view_ref(state, key).cloned()
+}
+
+/// [`view`], borrowed.
+pub(crate) fn view_ref<'a>(state: &'a State, key: &str) -> Option<&'a Value> {
     if let Some(change) = state.pending.changes.get(key) {
-        return change.clone();
+        return change.as_ref();
     }
     if state.pending.cleared {
         return None;
     }
-    state
-        .live
-        .as_ref()
-        .and_then(|l| l.record.data.get(key).cloned())
+    state.live.as_ref().and_then(|l| l.record.data.get(key))
 }
 
 #[cfg(test)]

@@ -53,9 +53,6 @@ mod on {
     pub(crate) fn save_conflict() {
         metrics::counter!("vishnu_save_conflicts_total").increment(1);
     }
-    pub(crate) fn store_call(op: &'static str, store: &'static str, seconds: f64) {
-        metrics::histogram!("vishnu_store_seconds", "op" => op, "store" => store).record(seconds);
-    }
 }
 
 #[cfg(not(feature = "metrics"))]
@@ -67,8 +64,6 @@ mod on {
     pub(crate) fn id_changed(_: bool) {}
     pub(crate) fn rejected(_: Rejected) {}
     pub(crate) fn save_conflict() {}
-    #[allow(dead_code)]
-    pub(crate) fn store_call(_: &'static str, _: &'static str, _: f64) {}
 }
 
 pub(crate) use on::*;

@@ -143,10 +143,19 @@ fn every_counter_counts_exactly_the_traffic() {
 fn the_store_histogram_has_one_sample_per_store_call() {
     let (_, samples) = record(async {
         let store = Arc::new(MemoryStore::new());
-        let e = engine(store, MockClock::new(), false);
+        let clock = MockClock::new();
+        let e = engine(store.clone(), clock.clone(), false);
         let p = start(&e, None).await; // one create, no load (no cookie)
         peek(&e, &p).await; // one load
         peek(&e, &p).await; // one load
+                            // The engine's cleanup task, once the session has expired: one
+                            // delete_expired, which removes it (and says there is no more).
+        clock.advance(Duration::from_secs(601));
+        let task = e.spawn_cleanup(Duration::from_secs(3600), Duration::from_secs(86_400), 10);
+        while !store.is_empty() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        task.abort();
     });
     assert_eq!(
         samples.get("op=create,store=memory"),
@@ -154,5 +163,10 @@ fn the_store_histogram_has_one_sample_per_store_call() {
         "{samples:?}"
     );
     assert_eq!(samples.get("op=load,store=memory"), Some(&2), "{samples:?}");
-    assert_eq!(samples.len(), 2, "{samples:?}");
+    assert_eq!(
+        samples.get("op=delete_expired,store=memory"),
+        Some(&1),
+        "{samples:?}"
+    );
+    assert_eq!(samples.len(), 3, "{samples:?}");
 }

@@ -59,9 +59,13 @@ where
             if !this.session.inner.used.load(Ordering::Relaxed) {
                 return Poll::Ready(Ok(response.map_into_left_body()));
             }
+            let status = response.status().as_u16();
+            // A read (or nothing to write) ends here, with no future to box.
+            if let Some(outcome) = Engine::finish_ready(this.session, status) {
+                return Poll::Ready(Ok(answer(response, outcome)));
+            }
             let engine = Engine::of(this.session);
             let session = this.session.clone();
-            let status = response.status().as_u16();
             let finish: Finish = Box::pin(async move { engine.finish(&session, status).await });
             *this.finishing = Some((finish, response));
         }

@@ -10,8 +10,11 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
+use std::future::Future;
+
 use crate::clock::{Clock, SystemClock};
-use crate::store::SessionStore;
+use crate::record::Millis;
+use crate::store::{Cleanup, SessionStore, StoreError};
 
 /// Shortest period accepted, so that a zero `every` cannot spin.
 const MIN_PERIOD: Duration = Duration::from_millis(10);
@@ -57,6 +60,25 @@ pub fn spawn_cleanup_with_clock(
     dormant_for: Duration,
     limit: usize,
 ) -> JoinHandle<()> {
+    spawn_sweeps(clock, every, limit, move |now, limit| {
+        let store = store.clone();
+        async move { store.delete_expired(now, dormant_for, limit).await }
+    })
+}
+
+/// The task behind [`spawn_cleanup_with_clock`] (and
+/// [`Engine::spawn_cleanup`](crate::Engine::spawn_cleanup)): every `every`,
+/// `delete(now, limit)` in batches until a batch says there is no more.
+pub(crate) fn spawn_sweeps<F, Fut>(
+    clock: Arc<dyn Clock>,
+    every: Duration,
+    limit: usize,
+    delete: F,
+) -> JoinHandle<()>
+where
+    F: Fn(Millis, usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Cleanup, StoreError>> + Send,
+{
     let every = every.max(MIN_PERIOD);
     let limit = limit.max(1);
     tokio::spawn(async move {
@@ -64,21 +86,22 @@ pub fn spawn_cleanup_with_clock(
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            sweep(&*store, &*clock, dormant_for, limit).await;
+            sweep(&*clock, limit, &delete).await;
         }
     })
 }
 
-/// Deletes batches until the store reports no more, or fails, or stops making progress.
-async fn sweep(store: &dyn SessionStore, clock: &dyn Clock, dormant_for: Duration, limit: usize) {
+/// One sweep: batches until the store says there is no more (or a batch removed nothing).
+async fn sweep<F, Fut>(clock: &dyn Clock, limit: usize, delete: &F)
+where
+    F: Fn(Millis, usize) -> Fut,
+    Fut: Future<Output = Result<Cleanup, StoreError>>,
+{
     let mut removed = 0u64;
     loop {
-        let now = clock.now_millis();
-        match store.delete_expired(now, dormant_for, limit).await {
+        match delete(clock.now_millis(), limit).await {
             Ok(batch) => {
                 removed += batch.removed;
-                // A batch that removed nothing yet claims more (rows locked by another
-                // sweeper, say) would loop hot: leave them for the next tick.
                 if !batch.more || batch.removed == 0 {
                     break;
                 }
@@ -150,7 +173,8 @@ mod tests {
         // Live by the system clock, expired by a clock a day ahead.
         let record = Record::new(Map::new(), now, now + 3_600_000);
         assert!(store.create(&key, &record).await.expect("create"));
-        sweep(&*store, &SystemClock, Duration::from_secs(7 * 86_400), 10).await;
+        let delete = |now, limit| store.delete_expired(now, Duration::from_secs(7 * 86_400), limit);
+        sweep(&SystemClock, 10, &delete).await;
         assert_eq!(store.len(), 1, "live by the system clock");
         let task = spawn_cleanup_with_clock(
             store.clone(),

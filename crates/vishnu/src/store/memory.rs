@@ -49,6 +49,9 @@ struct Entry {
 
 #[derive(Default)]
 struct Shard {
+    /// Whether the LRU order is kept: only a bounded store evicts, so an
+    /// unbounded one skips the two ordered indexes on every call.
+    ordered: bool,
     records: HashMap<StoreKey, Entry, KeyHash>,
     /// Least recently used first: sessions bound to no user, evicted first…
     anonymous: BTreeMap<u64, StoreKey>,
@@ -107,7 +110,9 @@ impl Shard {
     fn put(&mut self, key: &StoreKey, record: Record) {
         self.remove(key);
         let used = self.next_use();
-        self.order(&record).insert(used, key.clone());
+        if self.ordered {
+            self.order(&record).insert(used, key.clone());
+        }
         self.records.insert(key.clone(), Entry { record, used });
     }
 
@@ -124,6 +129,9 @@ impl Shard {
         let bound = record.user.is_some();
         let old = std::mem::replace(&mut entry.used, used);
         entry.record = record;
+        if !self.ordered {
+            return;
+        }
         let from = if was_bound {
             &mut self.bound
         } else {
@@ -140,12 +148,17 @@ impl Shard {
 
     fn remove(&mut self, key: &StoreKey) -> Option<Record> {
         let entry = self.records.remove(key)?;
-        self.order(&entry.record).remove(&entry.used);
+        if self.ordered {
+            self.order(&entry.record).remove(&entry.used);
+        }
         Some(entry.record)
     }
 
     /// Marks `key` as just used.
     fn used(&mut self, key: &StoreKey) {
+        if !self.ordered {
+            return;
+        }
         let used = self.next_use();
         let Some(entry) = self.records.get_mut(key) else {
             return;
@@ -231,7 +244,14 @@ impl MemoryStore {
     fn rebuild(&self, per_shard_capacity: Option<usize>, clock: Arc<dyn Clock>) -> Self {
         Self {
             inner: Arc::new(Inner {
-                shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+                shards: (0..SHARDS)
+                    .map(|_| {
+                        Mutex::new(Shard {
+                            ordered: per_shard_capacity.is_some(),
+                            ..Shard::default()
+                        })
+                    })
+                    .collect(),
                 per_shard_capacity,
                 clock,
             }),

@@ -1,81 +1,136 @@
-//! A store wrapper that times every call into `vishnu_store_seconds`.
+//! The engine's handle on a server store: every call the engine makes goes
+//! through it, and with the `metrics` feature each is timed into
+//! `vishnu_store_seconds`. The timing wraps the store's own future in place,
+//! so a call allocates nothing beyond what the store itself does.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use async_trait::async_trait;
+use std::time::Duration;
 
 use crate::id::StoreKey;
 use crate::record::{Millis, Record};
 use crate::store::{Cleanup, SaveOutcome, SessionStore, StoreError};
-use crate::telemetry;
 
-/// Times each call of the store it wraps (see `crate::telemetry`). It calls
-/// the wrapped store through `*self.0`, not the `Arc`'s own impl, so that a
-/// call boxes one future less.
-pub(crate) struct Metered(pub(crate) Arc<dyn SessionStore>);
-
-async fn timed<T>(
-    op: &'static str,
-    store: &'static str,
-    call: impl std::future::Future<Output = T>,
-) -> T {
-    let started = Instant::now();
-    let out = call.await;
-    telemetry::store_call(op, store, started.elapsed().as_secs_f64());
-    out
+/// A server store, as the engine calls it.
+pub(crate) struct Metered {
+    store: Arc<dyn SessionStore>,
+    #[cfg(feature = "metrics")]
+    keys: [metrics::Key; 6],
 }
 
-#[async_trait]
-impl SessionStore for Metered {
-    fn kind(&self) -> &'static str {
-        (*self.0).kind()
+/// A store call: an index into [`Metered`]'s keys.
+#[derive(Clone, Copy)]
+enum Op {
+    Load,
+    Create,
+    Save,
+    Delete,
+    Touch,
+    DeleteExpired,
+}
+
+#[cfg(feature = "metrics")]
+mod timing {
+    use metrics::{Key, Label, Level, Metadata};
+
+    /// The `op` label of each [`Op`](super::Op), in its order.
+    const OPS: [&str; 6] = [
+        "load",
+        "create",
+        "save",
+        "delete",
+        "touch",
+        "delete_expired",
+    ];
+
+    /// What `histogram!` would pass along: this module, at level INFO.
+    static METADATA: Metadata<'static> =
+        Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+    /// Each operation's histogram key, labels included, built once: the
+    /// `histogram!` macro would build (and allocate) it on every call.
+    pub(super) fn keys(store: &'static str) -> [Key; 6] {
+        OPS.map(|op| {
+            Key::from_parts(
+                "vishnu_store_seconds",
+                vec![Label::new("op", op), Label::new("store", store)],
+            )
+        })
     }
-    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
-        timed("load", (*self.0).kind(), (*self.0).load(key)).await
+
+    pub(super) fn record(key: &Key, seconds: f64) {
+        metrics::with_recorder(|r| r.register_histogram(key, &METADATA)).record(seconds);
     }
-    async fn create(&self, key: &StoreKey, record: &Record) -> Result<bool, StoreError> {
-        timed("create", (*self.0).kind(), (*self.0).create(key, record)).await
+}
+
+impl Metered {
+    pub(crate) fn new(store: Arc<dyn SessionStore>) -> Self {
+        Self {
+            #[cfg(feature = "metrics")]
+            keys: timing::keys(store.kind()),
+            store,
+        }
     }
-    async fn save(
+
+    #[cfg(feature = "metrics")]
+    async fn timed<T>(&self, op: Op, call: impl std::future::Future<Output = T>) -> T {
+        let started = std::time::Instant::now();
+        let out = call.await;
+        timing::record(&self.keys[op as usize], started.elapsed().as_secs_f64());
+        out
+    }
+
+    #[cfg(not(feature = "metrics"))]
+    async fn timed<T>(&self, _: Op, call: impl std::future::Future<Output = T>) -> T {
+        call.await
+    }
+
+    /// [`SessionStore::load`].
+    pub(crate) async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
+        self.timed(Op::Load, self.store.load(key)).await
+    }
+
+    /// [`SessionStore::create`].
+    pub(crate) async fn create(&self, key: &StoreKey, record: &Record) -> Result<bool, StoreError> {
+        self.timed(Op::Create, self.store.create(key, record)).await
+    }
+
+    /// [`SessionStore::save`].
+    pub(crate) async fn save(
         &self,
         key: &StoreKey,
         record: &Record,
         expected_version: u64,
     ) -> Result<SaveOutcome, StoreError> {
-        timed(
-            "save",
-            (*self.0).kind(),
-            (*self.0).save(key, record, expected_version),
-        )
-        .await
+        self.timed(Op::Save, self.store.save(key, record, expected_version))
+            .await
     }
-    async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
-        timed("delete", (*self.0).kind(), (*self.0).delete(key)).await
+
+    /// [`SessionStore::delete`].
+    pub(crate) async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
+        self.timed(Op::Delete, self.store.delete(key)).await
     }
-    async fn touch(
+
+    /// [`SessionStore::touch`].
+    pub(crate) async fn touch(
         &self,
         key: &StoreKey,
         last_access: Millis,
         expires_at: Millis,
     ) -> Result<bool, StoreError> {
-        timed(
-            "touch",
-            (*self.0).kind(),
-            (*self.0).touch(key, last_access, expires_at),
-        )
-        .await
+        self.timed(Op::Touch, self.store.touch(key, last_access, expires_at))
+            .await
     }
-    async fn delete_expired(
+
+    /// [`SessionStore::delete_expired`].
+    pub(crate) async fn delete_expired(
         &self,
         now: Millis,
         dormant_for: Duration,
         limit: usize,
     ) -> Result<Cleanup, StoreError> {
-        timed(
-            "delete_expired",
-            (*self.0).kind(),
-            (*self.0).delete_expired(now, dormant_for, limit),
+        self.timed(
+            Op::DeleteExpired,
+            self.store.delete_expired(now, dormant_for, limit),
         )
         .await
     }

@@ -21,7 +21,6 @@ use crate::record::{Millis, Record};
 pub mod cleanup;
 pub mod cookie;
 pub mod memory;
-#[cfg(feature = "metrics")]
 pub(crate) mod metered;
 mod open;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]

@@ -48,34 +48,46 @@ where
         loop {
             if let Some((finish, _)) = this.finishing.as_mut() {
                 let outcome = ready!(finish.as_mut().poll(cx));
-                let Some((_, mut response)) = this.finishing.take() else {
+                let Some((_, response)) = this.finishing.take() else {
                     unreachable!("checked above")
                 };
-                match Ending::of(outcome) {
-                    Ending::Send(Some(cookie)) => match HeaderValue::try_from(cookie) {
-                        Ok(value) => {
-                            response.headers_mut().append(SET_COOKIE, value);
-                        }
-                        Err(_) => tracing::error!("session cookie is not a valid header value"),
-                    },
-                    Ending::Send(None) => {}
-                    Ending::Refuse(status) => {
-                        let mut refused = Response::new(B::default());
-                        *refused.status_mut() = status;
-                        return Poll::Ready(Ok(refused));
-                    }
-                }
-                return Poll::Ready(Ok(response));
+                return Poll::Ready(Ok(respond(response, outcome)));
             }
             let response = ready!(this.inner.as_mut().poll(cx))?;
             if !this.session.inner.used.load(Ordering::Relaxed) {
                 return Poll::Ready(Ok(response));
             }
+            let status = response.status().as_u16();
+            // A read (or nothing to write) ends here, with no future to box.
+            if let Some(outcome) = Engine::finish_ready(this.session, status) {
+                return Poll::Ready(Ok(respond(response, outcome)));
+            }
             let engine = Engine::of(this.session);
             let session = this.session.clone();
-            let status = response.status().as_u16();
             let finish: Finish = Box::pin(async move { engine.finish(&session, status).await });
             *this.finishing = Some((finish, response));
         }
     }
+}
+
+/// The handler's response with the engine's `Set-Cookie`, or the refusal that replaces it.
+fn respond<B: Default>(
+    mut response: Response<B>,
+    outcome: Result<Option<String>, SessionError>,
+) -> Response<B> {
+    match Ending::of(outcome) {
+        Ending::Send(Some(cookie)) => match HeaderValue::try_from(cookie) {
+            Ok(value) => {
+                response.headers_mut().append(SET_COOKIE, value);
+            }
+            Err(_) => tracing::error!("session cookie is not a valid header value"),
+        },
+        Ending::Send(None) => {}
+        Ending::Refuse(status) => {
+            let mut refused = Response::new(B::default());
+            *refused.status_mut() = status;
+            return refused;
+        }
+    }
+    response
 }
