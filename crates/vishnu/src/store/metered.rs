@@ -10,7 +10,9 @@ use crate::id::StoreKey;
 use crate::record::{Millis, Record};
 use crate::store::{Cleanup, SaveOutcome, SessionStore, StoreError};
 
-/// A server store, as the engine calls it.
+/// A server store, as the engine calls it: through `*self.store`, not the
+/// `Arc`'s own `SessionStore` impl, which would box every call's future once
+/// more.
 pub(crate) struct Metered {
     store: Arc<dyn SessionStore>,
     #[cfg(feature = "metrics")]
@@ -86,12 +88,13 @@ impl Metered {
 
     /// [`SessionStore::load`].
     pub(crate) async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
-        self.timed(Op::Load, self.store.load(key)).await
+        self.timed(Op::Load, (*self.store).load(key)).await
     }
 
     /// [`SessionStore::create`].
     pub(crate) async fn create(&self, key: &StoreKey, record: &Record) -> Result<bool, StoreError> {
-        self.timed(Op::Create, self.store.create(key, record)).await
+        self.timed(Op::Create, (*self.store).create(key, record))
+            .await
     }
 
     /// [`SessionStore::save`].
@@ -101,13 +104,13 @@ impl Metered {
         record: &Record,
         expected_version: u64,
     ) -> Result<SaveOutcome, StoreError> {
-        self.timed(Op::Save, self.store.save(key, record, expected_version))
+        self.timed(Op::Save, (*self.store).save(key, record, expected_version))
             .await
     }
 
     /// [`SessionStore::delete`].
     pub(crate) async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
-        self.timed(Op::Delete, self.store.delete(key)).await
+        self.timed(Op::Delete, (*self.store).delete(key)).await
     }
 
     /// [`SessionStore::touch`].
@@ -117,7 +120,7 @@ impl Metered {
         last_access: Millis,
         expires_at: Millis,
     ) -> Result<bool, StoreError> {
-        self.timed(Op::Touch, self.store.touch(key, last_access, expires_at))
+        self.timed(Op::Touch, (*self.store).touch(key, last_access, expires_at))
             .await
     }
 
@@ -130,7 +133,7 @@ impl Metered {
     ) -> Result<Cleanup, StoreError> {
         self.timed(
             Op::DeleteExpired,
-            self.store.delete_expired(now, dormant_for, limit),
+            (*self.store).delete_expired(now, dormant_for, limit),
         )
         .await
     }
