@@ -7,6 +7,8 @@
 //! (for example cookies set for two paths), every value is tried in order and
 //! the first one that authenticates wins.
 
+use std::cell::RefCell;
+use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::record::Millis;
@@ -108,14 +110,30 @@ pub(crate) fn issue(
             .saturating_sub(now)
             .div_ceil(1000)
             .clamp(1, MAX_COOKIE_AGE.as_secs());
-        let expires = UNIX_EPOCH + Duration::from_millis(now) + Duration::from_secs(max_age);
         out.push_str("; Max-Age=");
-        out.push_str(&max_age.to_string());
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{max_age}");
         out.push_str("; Expires=");
-        out.push_str(&httpdate::fmt_http_date(expires));
+        push_http_date(&mut out, (now / 1000).saturating_add(max_age));
     }
     attributes(config, &mut out);
     out
+}
+
+/// Appends the HTTP date of `secs` after the epoch. Every cookie issued in the
+/// same second with the same lifetime has the same `Expires`, so each thread
+/// keeps the last one it formatted.
+fn push_http_date(out: &mut String, secs: u64) {
+    thread_local! {
+        static LAST: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+    }
+    LAST.with_borrow_mut(|(at, text)| {
+        if *at != secs || text.is_empty() {
+            *at = secs;
+            *text = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs));
+        }
+        out.push_str(text);
+    });
 }
 
 /// A `Set-Cookie` value that removes the cookie: the same Path, Domain, Secure,
@@ -187,6 +205,55 @@ mod tests {
             values(&["a=1; vishnu=first", "vishnu=second"], "vishnu"),
             ["first", "second"]
         );
+    }
+
+    #[test]
+    fn expires_matches_max_age_as_the_second_changes() {
+        let config = CookieAttributes {
+            name: "vishnu".into(),
+            secure: true,
+            http_only: true,
+            same_site: SameSite::Lax,
+            domain: None,
+            path: "/".into(),
+            partitioned: false,
+        };
+        // Each second's date is formatted once per thread and reused: moving
+        // back and forth between seconds must never give a stale one.
+        let cases = [
+            (
+                0,
+                1_000_000,
+                "Max-Age=1000; Expires=Thu, 01 Jan 1970 00:16:40 GMT",
+            ),
+            (
+                999,
+                1_000_999,
+                "Max-Age=1000; Expires=Thu, 01 Jan 1970 00:16:40 GMT",
+            ),
+            (
+                1_000,
+                1_001_000,
+                "Max-Age=1000; Expires=Thu, 01 Jan 1970 00:16:41 GMT",
+            ),
+            (
+                0,
+                1_000_000,
+                "Max-Age=1000; Expires=Thu, 01 Jan 1970 00:16:40 GMT",
+            ),
+            (
+                1_764_460_800_000,
+                1_764_547_200_000,
+                "Max-Age=86400; Expires=Mon, 01 Dec 2025 00:00:00 GMT",
+            ),
+        ];
+        for (now, expires_at, expected) in cases {
+            let cookie = issue(&config, "v", Some(expires_at), now);
+            assert!(
+                cookie.starts_with(&format!("vishnu=v; {expected}; Path=/")),
+                "{now}: {cookie}"
+            );
+        }
     }
 
     #[test]

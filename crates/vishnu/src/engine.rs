@@ -13,7 +13,7 @@ use http::HeaderValue;
 use serde_json::Value;
 
 use crate::clock::{Clock, SystemClock};
-use crate::codec::CodecError;
+use crate::codec::{CodecError, KeyUsed};
 use crate::config::{Config, Timeout};
 use crate::cookie;
 use crate::error::SessionError;
@@ -373,13 +373,13 @@ fn decode(session: &Session, state: &mut State) {
     state.decoded = true;
     let config = &*session.inner.rt;
     let mut error = None;
-    let headers = session
-        .inner
-        .cookies
-        .as_slice()
-        .iter()
-        .map(HeaderValue::as_bytes);
-    for value in cookie::cookie_values(headers, &config.cookie.name) {
+    let headers = session.inner.cookies.as_slice().iter().enumerate();
+    let values = headers.flat_map(|(index, header)| {
+        let header = header.as_bytes();
+        cookie::cookie_values(std::iter::once(header), &config.cookie.name)
+            .map(move |value| (value, index, subslice_range(header, value)))
+    });
+    for (value, index, range) in values {
         state.had_cookie = true;
         match config.codec.decode(value) {
             Ok((payload, used)) if config.client_side() => match client_side_record(&payload) {
@@ -398,6 +398,7 @@ fn decode(session: &Session, state: &mut State) {
             Ok((payload, used)) => match <[u8; ID_LEN]>::try_from(payload.as_slice()) {
                 Ok(bytes) => {
                     state.incoming = Some((SessionId::from_bytes(bytes), used));
+                    state.incoming_at = range.map(|r| (index, r));
                     return;
                 }
                 Err(_) => error = Some(CodecError::Truncated),
@@ -412,6 +413,27 @@ fn decode(session: &Session, state: &mut State) {
         });
         invalid_cookie(e);
     }
+}
+
+/// Where `part` (a value found in `whole`) sits in `whole`.
+fn subslice_range(whole: &[u8], part: &[u8]) -> Option<std::ops::Range<usize>> {
+    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    let end = start.checked_add(part.len())?;
+    (end <= whole.len()).then_some(start..end)
+}
+
+/// The value the request's cookie carried, when it is what encoding `live`
+/// again would send: a server-side session under the same id, authenticated
+/// by the current key in the current format. A signed value is the same bytes
+/// every time; a sealed one is as good as a fresh seal. Re-issuing it (to
+/// extend a persistent cookie) then costs no HMAC and no encryption.
+fn as_sent<'a>(session: &'a Session, state: &State, live: &Live) -> Option<&'a str> {
+    if state.incoming != Some((live.id, KeyUsed::Current)) {
+        return None;
+    }
+    let (index, range) = state.incoming_at.clone()?;
+    let header = session.inner.cookies.as_slice().get(index)?;
+    std::str::from_utf8(header.as_bytes().get(range)?).ok()
 }
 
 /// The cookie value of a live session: its id, or with a client-side store
@@ -453,7 +475,10 @@ fn cookie_update(config: &Runtime, session: &Session) -> Result<CookieUpdate, Se
     let state = session.state();
     match (state.cookie_action(), &state.live) {
         (CookieAction::Issue, Some(live)) => {
-            let value = encode_cookie(config, live)?;
+            let value = match as_sent(session, &state, live) {
+                Some(value) => value.to_owned(),
+                None => encode_cookie(config, live)?,
+            };
             let expires_at = match state.timeout(config.timeout) {
                 Timeout::Seconds(_) => Some(live.record.expires_at),
                 Timeout::BrowserSession => None,

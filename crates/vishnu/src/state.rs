@@ -136,6 +136,9 @@ pub(crate) struct State {
     pub(crate) had_cookie: bool,
     /// The id the cookie carried, and which key authenticated it.
     pub(crate) incoming: Option<(SessionId, KeyUsed)>,
+    /// Where that cookie's value sits in the request's `Cookie` headers: the
+    /// header's index and the value's byte range (server-side stores only).
+    pub(crate) incoming_at: Option<(usize, std::ops::Range<usize>)>,
     pub(crate) live: Option<Live>,
     pub(crate) pending: Pending,
     /// `terminate()` was called (or another request terminated the session).

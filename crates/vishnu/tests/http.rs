@@ -196,6 +196,26 @@ async fn a_cookie_made_under_a_fallback_secret_is_accepted_and_reissued() {
     assert_eq!(client.get("/get/user").await.body, "ada");
 }
 
+#[tokio::test]
+async fn a_write_extends_the_cookie_it_received_with_the_same_value() {
+    for sealed in [false, true] {
+        let mut b = builder().timeout(Duration::from_secs(3600));
+        if sealed {
+            b = b.encrypt_key(ENCRYPT_KEY);
+        }
+        let mut client = Client::new(app(b.build().expect("config")));
+        client.get("/set/user/ada").await;
+        let first = client.cookie.clone().expect("cookie");
+        let again = client.get("/set/user/bob").await;
+        // A persistent cookie is sent again to extend it: the value the
+        // browser already holds, under the same id and the current key.
+        let extended = again.set_cookie().expect("a write extends the cookie");
+        assert_eq!(value(extended), first, "sealed: {sealed}");
+        assert!(extended.contains("Max-Age="), "{extended}");
+        assert_eq!(client.get("/get/user").await.body, "bob");
+    }
+}
+
 // ---- cookie attributes and configuration ---------------------------------------------
 
 #[tokio::test]
