@@ -792,6 +792,10 @@ impl Session {
         if let Ok(mut f) = self.finished.lock() {
             *f = true;
         }
+        // A read (or nothing to do) needs no store I/O: no runtime to enter.
+        if let Some(done) = self.engine.finish_ready(&self.inner, status) {
+            return done.map_err(to_py);
+        }
         let s = self.inner.clone();
         let engine = self.engine.clone();
         block_on(py, async move { engine.finish(&s, status).await })?.map_err(to_py)
@@ -831,6 +835,9 @@ impl Session {
     fn finish_cookie(&self, py: Python<'_>, status: u16) -> PyResult<CookieParts> {
         if let Ok(mut f) = self.finished.lock() {
             *f = true;
+        }
+        if let Some(done) = self.engine.finish_update_ready(&self.inner, status) {
+            return done.map(cookie_parts).map_err(to_py);
         }
         let (engine, s) = (self.engine.clone(), self.inner.clone());
         block_on(py, finish_parts(engine, s, status))?

@@ -164,14 +164,56 @@ impl Engine {
     /// [`finish`](Engine::finish) without store I/O, when none is needed: the
     /// session was not used, or only read, with no renewal due and no expiry
     /// to refresh in the store. `None` means the request needs
-    /// [`finish`](Engine::finish). The fronts call this first, so that a read
-    /// completes with no future to allocate.
-    pub(crate) fn finish_ready(
+    /// [`finish`](Engine::finish). A front calls this first, so that a read
+    /// completes with no future to make or runtime to enter.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let config = vishnu::Config::builder()
+    ///     .secret("a secret of at least thirty-two bytes!")
+    ///     .store(vishnu::MemoryStore::new())
+    ///     .build()?;
+    /// let engine = vishnu::Engine::new(config);
+    /// let session = engine.begin([]);
+    /// // Never used: nothing to do, no cookie to send.
+    /// assert_eq!(engine.finish_ready(&session, 200).transpose()?, Some(None));
+    /// session.set("n", &1)?;
+    /// // A change to save: that needs `finish`.
+    /// assert!(engine.finish_ready(&session, 200).is_none());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn finish_ready(
+        &self,
         session: &Session,
         status: u16,
     ) -> Option<Result<Option<String>, SessionError>> {
+        Self::ready(session, status)
+    }
+
+    /// [`finish_ready`](Engine::finish_ready), with the cookie as parts (see
+    /// [`finish_update`](Engine::finish_update)).
+    pub fn finish_update_ready(
+        &self,
+        session: &Session,
+        status: u16,
+    ) -> Option<Result<CookieUpdate, SessionError>> {
+        Self::ready_update(session, status)
+    }
+
+    /// [`finish_ready`](Engine::finish_ready) for a front that holds the
+    /// session but not the engine.
+    pub(crate) fn ready(
+        session: &Session,
+        status: u16,
+    ) -> Option<Result<Option<String>, SessionError>> {
+        let rt = &*session.inner.rt;
+        Self::ready_update(session, status).map(|u| u.map(|u| format_cookie(rt, u)))
+    }
+
+    fn ready_update(session: &Session, status: u16) -> Option<Result<CookieUpdate, SessionError>> {
         if !session.inner.used.load(Ordering::Relaxed) {
-            return Some(Ok(None));
+            return Some(Ok(CookieUpdate::Keep));
         }
         let rt = &*session.inner.rt;
         if !session.state().pending.is_empty() || renewal_due(session) {
@@ -180,7 +222,7 @@ impl Engine {
         if status < 500 && refresh_plan(session, rt.clock.now_millis()).is_some() {
             return None;
         }
-        Some(cookie_update(rt, session).map(|u| format_cookie(rt, u)))
+        Some(cookie_update(rt, session))
     }
 
     /// [`finish`](Engine::finish), returning the cookie as parts (see

@@ -59,7 +59,7 @@ where
             }
             let status = response.status().as_u16();
             // A read (or nothing to write) ends here, with no future to box.
-            if let Some(outcome) = Engine::finish_ready(this.session, status) {
+            if let Some(outcome) = Engine::ready(this.session, status) {
                 return Poll::Ready(Ok(respond(response, outcome)));
             }
             let engine = Engine::of(this.session);
