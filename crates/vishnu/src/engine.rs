@@ -211,6 +211,8 @@ impl Engine {
         Self::ready_update(session, status).map(|u| u.map(|u| format_cookie(rt, u)))
     }
 
+    /// The one rule for "no store I/O is due", which
+    /// [`finish_update`](Engine::finish_update) applies first too.
     fn ready_update(session: &Session, status: u16) -> Option<Result<CookieUpdate, SessionError>> {
         if !session.inner.used.load(Ordering::Relaxed) {
             return Some(Ok(CookieUpdate::Keep));
@@ -236,8 +238,8 @@ impl Engine {
         session: &Session,
         status: u16,
     ) -> Result<CookieUpdate, SessionError> {
-        if !session.inner.used.load(Ordering::Relaxed) {
-            return Ok(CookieUpdate::Keep);
+        if let Some(done) = Self::ready_update(session, status) {
+            return done;
         }
         let config = &*self.rt;
         let server_error = status >= 500;
@@ -1115,8 +1117,6 @@ async fn end(
     Err(SessionError::TooManyConflicts)
 }
 
-/// Reading is activity: slides the expiry of a session that was used, at most
-/// once per tenth of its timeout, without rewriting its data.
 /// What a refresh of the session's expiry would write (its key, the new
 /// expiry, and whether the cookie is persistent), or `None` when none is due
 /// at `now`.
@@ -1136,6 +1136,8 @@ fn refresh_plan(session: &Session, now: Millis) -> Option<(StoreKey, Millis, boo
     ))
 }
 
+/// Reading is activity: slides the expiry of a session that was used, at most
+/// once per tenth of its timeout, without rewriting its data.
 async fn refresh(session: &Session) {
     let config = &*session.inner.rt;
     let now = config.clock.now_millis();

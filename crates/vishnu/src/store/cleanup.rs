@@ -4,13 +4,12 @@
 //! expired rows until something deletes them. Loads already ignore them; this task reclaims
 //! the space.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
-
-use std::future::Future;
 
 use crate::clock::{Clock, SystemClock};
 use crate::record::Millis;
@@ -91,7 +90,7 @@ where
     })
 }
 
-/// One sweep: batches until the store says there is no more (or a batch removed nothing).
+/// Deletes batches until the store reports no more, or fails, or stops making progress.
 async fn sweep<F, Fut>(clock: &dyn Clock, limit: usize, delete: &F)
 where
     F: Fn(Millis, usize) -> Fut,
@@ -102,6 +101,8 @@ where
         match delete(clock.now_millis(), limit).await {
             Ok(batch) => {
                 removed += batch.removed;
+                // A batch that removed nothing yet claims more (rows locked by another
+                // sweeper, say) would loop hot: leave them for the next tick.
                 if !batch.more || batch.removed == 0 {
                     break;
                 }

@@ -93,8 +93,9 @@ impl std::hash::Hasher for KeyHasher {
 }
 
 impl Shard {
-    fn order(&mut self, record: &Record) -> &mut BTreeMap<u64, StoreKey> {
-        if record.user.is_some() {
+    /// The LRU order of sessions bound to a user (`bound`) or of the others.
+    fn order(&mut self, bound: bool) -> &mut BTreeMap<u64, StoreKey> {
+        if bound {
             &mut self.bound
         } else {
             &mut self.anonymous
@@ -111,7 +112,7 @@ impl Shard {
         self.remove(key);
         let used = self.next_use();
         if self.ordered {
-            self.order(&record).insert(used, key.clone());
+            self.order(record.user.is_some()).insert(used, key.clone());
         }
         self.records.insert(key.clone(), Entry { record, used });
     }
@@ -129,27 +130,15 @@ impl Shard {
         let bound = record.user.is_some();
         let old = std::mem::replace(&mut entry.used, used);
         entry.record = record;
-        if !self.ordered {
-            return;
+        if self.ordered {
+            self.reorder(key, (was_bound, old), (bound, used));
         }
-        let from = if was_bound {
-            &mut self.bound
-        } else {
-            &mut self.anonymous
-        };
-        let moved = from.remove(&old).unwrap_or_else(|| key.clone());
-        let to = if bound {
-            &mut self.bound
-        } else {
-            &mut self.anonymous
-        };
-        to.insert(used, moved);
     }
 
     fn remove(&mut self, key: &StoreKey) -> Option<Record> {
         let entry = self.records.remove(key)?;
         if self.ordered {
-            self.order(&entry.record).remove(&entry.used);
+            self.order(entry.record.user.is_some()).remove(&entry.used);
         }
         Some(entry.record)
     }
@@ -167,14 +156,17 @@ impl Shard {
             std::mem::replace(&mut entry.used, used),
             entry.record.user.is_some(),
         );
-        let order = if bound {
-            &mut self.bound
-        } else {
-            &mut self.anonymous
-        };
-        // The key moves to its new place in the order: no copy of it.
-        let moved = order.remove(&old).unwrap_or_else(|| key.clone());
-        order.insert(used, moved);
+        self.reorder(key, (bound, old), (bound, used));
+    }
+
+    /// Moves `key` from its place in one LRU order to another place (in the
+    /// same order or the other one): the key itself moves, no copy of it.
+    fn reorder(&mut self, key: &StoreKey, from: (bool, u64), to: (bool, u64)) {
+        let moved = self
+            .order(from.0)
+            .remove(&from.1)
+            .unwrap_or_else(|| key.clone());
+        self.order(to.0).insert(to.1, moved);
     }
 
     fn sweep(&mut self, now: Millis) {
