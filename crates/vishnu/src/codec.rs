@@ -280,6 +280,37 @@ impl Codec {
         aad
     }
 
+    /// [`decode`](Codec::decode) for a payload of exactly `N` bytes (a
+    /// session id): a payload of another length is [`CodecError::Truncated`].
+    /// A signed value of that shape is decoded and verified on the stack;
+    /// anything else (sealed, malformed, another length) takes
+    /// [`decode`](Codec::decode)'s path, so the outcome and the error are the
+    /// same either way.
+    pub(crate) fn decode_fixed<const N: usize>(
+        &self,
+        value: &[u8],
+    ) -> Result<([u8; N], KeyUsed), CodecError> {
+        if !self.is_sealed() {
+            // version, payload, tag: the only shape this fast path accepts
+            // (a longer value does not fit the buffer and goes the slow way).
+            let mut raw = [0u8; 128];
+            if let Ok(len) = URL_SAFE_NO_PAD.decode_slice(value, &mut raw) {
+                if len == 1 + N + TAG_LEN && raw[0] == VERSION_SIGNED {
+                    let (payload, tag) = raw[1..len].split_at(N);
+                    if let Some(used) = self.verify(VERSION_SIGNED, payload, tag) {
+                        let mut out = [0u8; N];
+                        out.copy_from_slice(payload);
+                        return Ok((out, used));
+                    }
+                    return Err(CodecError::Authentication);
+                }
+            }
+        }
+        let (payload, used) = self.decode(value)?;
+        let payload = <[u8; N]>::try_from(payload.as_slice()).map_err(|_| CodecError::Truncated)?;
+        Ok((payload, used))
+    }
+
     /// Decodes a cookie value, returning its payload and which key verified it.
     ///
     /// # Errors
@@ -406,6 +437,49 @@ mod tests {
         assert_eq!(
             sealed().seal(&ID, [9u8; 12]).expect("seal"),
             "AwkJCQkJCQkJCQkJCWyQNL0FLVWf7GbJwm2Yi7W6w89v83n3eVNiWmyqZ91-T0kevwsnL2trCGxZ8vOGLPhQGhjILxUpeXCtcZEK0Po"
+        );
+    }
+
+    // The stack path for ids must answer exactly what `decode` answers, for
+    // every kind of value: valid (current or fallback key), tampered,
+    // truncated, too long, another payload length, another format, garbage.
+    #[test]
+    fn decode_fixed_agrees_with_decode() {
+        let rotated = Codec::new("vishnu", &[SECRET, OLD_SECRET], &[]);
+        let old = Codec::new("vishnu", &[OLD_SECRET], &[]);
+        for codec in [signed(), sealed(), rotated] {
+            let mut values = vec![
+                codec.encode(&ID).expect("encode"),
+                old.encode(&ID).expect("encode"),
+                signed().encode(&ID).expect("encode"),
+                sealed().encode(&ID).expect("encode"),
+                codec.encode(b"fifteen bytes!!").expect("encode"),
+                codec.encode(b"seventeen bytes!!").expect("encode"),
+                codec.encode(&[7u8; 64]).expect("encode"),
+                "not base64 at all!".to_owned(),
+                String::new(),
+                "A".repeat(5000),
+            ];
+            let good = codec.encode(&ID).expect("encode");
+            let mut tampered = good.clone().into_bytes();
+            tampered[10] = if tampered[10] == b'A' { b'B' } else { b'A' };
+            values.push(String::from_utf8(tampered).expect("ascii"));
+            values.push(good[..good.len() - 4].to_owned());
+            let mut wrong_version = URL_SAFE_NO_PAD.decode(&good).expect("b64");
+            wrong_version[0] = 9;
+            values.push(URL_SAFE_NO_PAD.encode(wrong_version));
+            for value in &values {
+                let slow = codec.decode(value.as_bytes()).and_then(|(p, used)| {
+                    <[u8; 16]>::try_from(p.as_slice())
+                        .map(|p| (p, used))
+                        .map_err(|_| CodecError::Truncated)
+                });
+                assert_eq!(codec.decode_fixed::<16>(value.as_bytes()), slow, "{value}");
+            }
+        }
+        assert_eq!(
+            signed().decode_fixed::<16>(signed().encode(&ID).expect("encode").as_bytes()),
+            Ok((ID, KeyUsed::Current))
         );
     }
 

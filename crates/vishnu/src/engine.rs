@@ -213,18 +213,27 @@ impl Engine {
 
     /// The one rule for "no store I/O is due", which
     /// [`finish_update`](Engine::finish_update) applies first too.
+    /// It takes the session's lock once, and the clock reading from when the
+    /// session was read (a handler's few milliseconds cannot make a renewal
+    /// or refresh due that was not: one that becomes due meanwhile happens
+    /// on the next request).
     fn ready_update(session: &Session, status: u16) -> Option<Result<CookieUpdate, SessionError>> {
         if !session.inner.used.load(Ordering::Relaxed) {
             return Some(Ok(CookieUpdate::Keep));
         }
         let rt = &*session.inner.rt;
-        if !session.state().pending.is_empty() || renewal_due(session) {
+        let state = session.state();
+        if !state.pending.is_empty() {
             return None;
         }
-        if status < 500 && refresh_plan(session, rt.clock.now_millis()).is_some() {
+        let now = state.read_at.unwrap_or_else(|| rt.clock.now_millis());
+        if renewal_due_in(rt, &state, now) {
             return None;
         }
-        Some(cookie_update(rt, session))
+        if status < 500 && refresh_plan_in(rt, &state, now).is_some() {
+            return None;
+        }
+        Some(cookie_update_in(rt, session, &state))
     }
 
     /// [`finish`](Engine::finish), returning the cookie as parts (see
@@ -425,11 +434,24 @@ fn decode(session: &Session, state: &mut State) {
     });
     for (value, index, range) in values {
         state.had_cookie = true;
+        if !config.client_side() {
+            match config.codec.decode_fixed::<ID_LEN>(value) {
+                Ok((bytes, used)) => {
+                    state.incoming = Some((SessionId::from_bytes(bytes), used));
+                    state.incoming_at = range.map(|r| (index, r));
+                    return;
+                }
+                Err(e) => error = Some(e),
+            }
+            continue;
+        }
         match config.codec.decode(value) {
-            Ok((payload, used)) if config.client_side() => match client_side_record(&payload) {
+            Ok((payload, used)) => match client_side_record(&payload) {
                 Some((id, record)) => {
                     state.incoming = Some((id, used));
-                    if config.is_expired(&record, config.clock.now_millis()) {
+                    let now = config.clock.now_millis();
+                    state.read_at = Some(now);
+                    if config.is_expired(&record, now) {
                         telemetry::rejected(Rejected::Expired);
                     } else {
                         state.live = Some(Live::new(id, id.store_key(), record));
@@ -438,14 +460,6 @@ fn decode(session: &Session, state: &mut State) {
                     return;
                 }
                 None => error = Some(CodecError::Truncated),
-            },
-            Ok((payload, used)) => match <[u8; ID_LEN]>::try_from(payload.as_slice()) {
-                Ok(bytes) => {
-                    state.incoming = Some((SessionId::from_bytes(bytes), used));
-                    state.incoming_at = range.map(|r| (index, r));
-                    return;
-                }
-                Err(_) => error = Some(CodecError::Truncated),
             },
             Err(e) => error = Some(e),
         }
@@ -516,10 +530,18 @@ fn cookie_update(config: &Runtime, session: &Session) -> Result<CookieUpdate, Se
     if !session.inner.used.load(Ordering::Relaxed) {
         return Ok(CookieUpdate::Keep);
     }
-    let state = session.state();
+    cookie_update_in(config, session, &session.state())
+}
+
+/// [`cookie_update`] under the session's lock.
+fn cookie_update_in(
+    config: &Runtime,
+    session: &Session,
+    state: &State,
+) -> Result<CookieUpdate, SessionError> {
     match (state.cookie_action(), &state.live) {
         (CookieAction::Issue, Some(live)) => {
-            let value = match as_sent(session, &state, live) {
+            let value = match as_sent(session, state, live) {
                 Some(value) => value.to_owned(),
                 None => encode_cookie(config, live)?,
             };
@@ -572,11 +594,13 @@ enum Found {
 }
 
 /// Loads what `id` names, following renewal forwards inside their grace window.
+/// `read_at` is set to the clock when a record was read.
 async fn lookup(
     config: &Runtime,
     store: &Metered,
     id: SessionId,
     key: StoreKey,
+    read_at: &mut Option<Millis>,
 ) -> Result<Found, SessionError> {
     let (mut id, mut key) = (id, key);
     for _ in 0..MAX_HOPS {
@@ -584,6 +608,7 @@ async fn lookup(
             return Ok(Found::Absent(Rejected::UnknownId));
         };
         let now = config.clock.now_millis();
+        *read_at = Some(now);
         let Some(moved) = &record.moved else {
             if config.is_expired(&record, now) {
                 // Expiry is enforced here, whatever the cookie or the store's TTL says.
@@ -632,12 +657,14 @@ pub(crate) async fn ensure_loaded(session: &Session) -> Result<(), SessionError>
             }
         }
     };
-    let found = lookup(config, store, id, key).await?;
+    let mut read_at = None;
+    let found = lookup(config, store, id, key, &mut read_at).await?;
     let mut state = session.state();
     if state.loaded {
         return Ok(());
     }
     state.loaded = true;
+    state.read_at = read_at;
     match found {
         Found::Live(live) => state.live = Some(live),
         Found::Superseded => {
@@ -658,17 +685,20 @@ pub(crate) async fn ensure_loaded(session: &Session) -> Result<(), SessionError>
 /// Whether the session's id is due for renewal.
 fn renewal_due(session: &Session) -> bool {
     let config = &*session.inner.rt;
+    if config.renew_every.is_none() {
+        return false;
+    }
+    renewal_due_in(config, &session.state(), config.clock.now_millis())
+}
+
+/// [`renewal_due`] at `now`, under the session's lock.
+fn renewal_due_in(config: &Runtime, state: &State, now: Millis) -> bool {
     let Some(every) = config.renew_every else {
         return false;
     };
-    let state = session.state();
     match &state.live {
         Some(live) if !config.client_side() && !state.superseded && !state.terminated => {
-            config
-                .clock
-                .now_millis()
-                .saturating_sub(live.record.id_issued_at())
-                >= millis(every)
+            now.saturating_sub(live.record.id_issued_at()) >= millis(every)
         }
         _ => false,
     }
@@ -699,7 +729,7 @@ async fn reload(
                 let Some(next) = forward::open(&live_id, &to) else {
                     return Err(gone(session));
                 };
-                match lookup(config, store, next, next.store_key()).await? {
+                match lookup(config, store, next, next.store_key(), &mut None).await? {
                     Found::Live(live) => {
                         session.state().live = Some(live);
                         Ok(())
@@ -1121,8 +1151,15 @@ async fn end(
 /// expiry, and whether the cookie is persistent), or `None` when none is due
 /// at `now`.
 fn refresh_plan(session: &Session, now: Millis) -> Option<(StoreKey, Millis, bool)> {
-    let config = &*session.inner.rt;
-    let state = session.state();
+    refresh_plan_in(&session.inner.rt, &session.state(), now)
+}
+
+/// [`refresh_plan`] under the session's lock.
+fn refresh_plan_in(
+    config: &Runtime,
+    state: &State,
+    now: Millis,
+) -> Option<(StoreKey, Millis, bool)> {
     let live = state.live.as_ref()?;
     let timeout = state.timeout(config.timeout);
     let idle = config.idle_millis(timeout);

@@ -140,6 +140,9 @@ pub(crate) struct State {
     /// header's index and the value's byte range (server-side stores only).
     pub(crate) incoming_at: Option<(usize, std::ops::Range<usize>)>,
     pub(crate) live: Option<Live>,
+    /// The clock when the session was read (ms since the epoch): the
+    /// request's one reading, reused when it ends with no store I/O.
+    pub(crate) read_at: Option<Millis>,
     pub(crate) pending: Pending,
     /// `terminate()` was called (or another request terminated the session).
     pub(crate) terminated: bool,

@@ -604,11 +604,16 @@ fn digits<const N: usize>(mut value: u64) -> [u8; N] {
 
 /// Version, last_access and expires_at from a header that [`encode_value`] wrote.
 fn parse_header(head: &[u8]) -> Option<(u64, Millis, Millis)> {
+    // Digits only (no sign, no space), and no overflow: what `u64::from_str`
+    // accepts of these fields, without its UTF-8 check and sign handling.
     let number = |field: &[u8]| -> Option<u64> {
-        if field.is_empty() || !field.iter().all(u8::is_ascii_digit) {
+        if field.is_empty() {
             return None;
         }
-        std::str::from_utf8(field).ok()?.parse().ok()
+        field.iter().try_fold(0u64, |n, &b| {
+            let digit = b.checked_sub(b'0').filter(|d| *d <= 9)?;
+            n.checked_mul(10)?.checked_add(u64::from(digit))
+        })
     };
     if head.len() != HEADER_LEN || head[20] != b' ' || head[37] != b' ' || head[54] != b' ' {
         return None;
@@ -687,6 +692,14 @@ mod tests {
         assert_eq!(parse_header(&bad), None);
         bad[3] = b'+';
         assert_eq!(parse_header(&bad), None);
+        // The widest version field: u64::MAX reads back, one more is garbage.
+        let mut widest = head.to_vec();
+        widest[..20].copy_from_slice(b"18446744073709551615");
+        assert_eq!(parse_header(&widest).map(|h| h.0), Some(u64::MAX));
+        widest[..20].copy_from_slice(b"18446744073709551616");
+        assert_eq!(parse_header(&widest), None);
+        widest[..20].copy_from_slice(b"99999999999999999999");
+        assert_eq!(parse_header(&widest), None);
     }
 
     #[test]
