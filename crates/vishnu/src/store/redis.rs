@@ -109,7 +109,7 @@ impl Lua {
     async fn eval<T: ::redis::FromRedisValue>(
         &self,
         connection: &mut Connection,
-        key: &str,
+        key: KeyArg<'_>,
         args: &[&[u8]],
     ) -> Result<T, RedisError> {
         match self
@@ -128,7 +128,7 @@ impl Lua {
 
     /// `verb script 1 key args…`, sized up front: growing the buffer arg by
     /// arg reallocates it.
-    fn command(&self, verb: &str, script: &str, key: &str, args: &[&[u8]]) -> ::redis::Cmd {
+    fn command(&self, verb: &str, script: &str, key: KeyArg<'_>, args: &[&[u8]]) -> ::redis::Cmd {
         let size =
             verb.len() + script.len() + 1 + key.len() + args.iter().map(|a| a.len()).sum::<usize>();
         let mut cmd = ::redis::Cmd::with_capacity(4 + args.len(), size);
@@ -137,6 +137,30 @@ impl Lua {
             cmd.arg(*arg);
         }
         cmd
+    }
+}
+
+/// A record's Redis key (the store's prefix, then the store key) as one
+/// command argument.
+#[derive(Clone, Copy)]
+struct KeyArg<'a> {
+    prefix: &'a str,
+    key: &'a str,
+}
+
+impl KeyArg<'_> {
+    fn len(self) -> usize {
+        self.prefix.len() + self.key.len()
+    }
+}
+
+impl ::redis::ToRedisArgs for KeyArg<'_> {
+    fn write_redis_args<W: ?Sized + ::redis::RedisWrite>(&self, out: &mut W) {
+        use std::io::Write as _;
+        let mut arg = out.writer_for_next_arg();
+        // Writing into the command's buffer cannot fail.
+        let _ = arg.write_all(self.prefix.as_bytes());
+        let _ = arg.write_all(self.key.as_bytes());
     }
 }
 
@@ -343,11 +367,21 @@ impl RedisStore {
         self
     }
 
+    /// The Redis key of `key`, as text (for messages and the earlier layout).
     fn key(&self, key: &StoreKey) -> String {
         let mut full = String::with_capacity(self.prefix.len() + key.as_str().len());
         full.push_str(&self.prefix);
         full.push_str(key.as_str());
         full
+    }
+
+    /// The Redis key of `key`, as a command argument: written straight into
+    /// the command, with no string of its own.
+    fn key_arg<'a>(&'a self, key: &'a StoreKey) -> KeyArg<'a> {
+        KeyArg {
+            prefix: &self.prefix,
+            key: key.as_str(),
+        }
     }
 
     /// Runs one request with the store's timeout, mapping its failure.
@@ -436,23 +470,25 @@ impl SessionStore for RedisStore {
         "redis"
     }
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
-        let redis_key = self.key(key);
+        let redis_key = self.key_arg(key);
         let mut cmd = ::redis::Cmd::with_capacity(2, 3 + redis_key.len());
-        cmd.arg("GET").arg(&redis_key);
+        cmd.arg("GET").arg(redis_key);
         let cmd = &cmd;
         let value: Option<Vec<u8>> = match self
             .run_raw(|mut c| async move { cmd.query_async(&mut c).await })
             .await?
         {
             Err(e) if e.code() == Some("WRONGTYPE") => {
-                return self.load_legacy(&redis_key).await;
+                // Boxed: the rare path would otherwise make every load's future larger.
+                return Box::pin(self.load_legacy(&self.key(key))).await;
             }
             other => other.map_err(|e| self.failure("load", &e))?,
         };
         let Some(value) = value else {
             return Ok(None);
         };
-        let corrupt = |why: String| StoreError::Corrupt(format!("record at {redis_key}: {why}"));
+        let corrupt =
+            |why: String| StoreError::Corrupt(format!("record at {}: {why}", self.key(key)));
         let (head, json) = value
             .split_at_checked(HEADER_LEN)
             .ok_or_else(|| corrupt(format!("{} bytes, shorter than its header", value.len())))?;
@@ -468,7 +504,7 @@ impl SessionStore for RedisStore {
     async fn create(&self, key: &StoreKey, record: &Record) -> Result<bool, StoreError> {
         let value = encode_value(record)?;
         let mut cmd = ::redis::cmd("SET");
-        cmd.arg(self.key(key))
+        cmd.arg(self.key_arg(key))
             .arg(value)
             .arg("NX")
             .arg("PXAT")
@@ -491,11 +527,11 @@ impl SessionStore for RedisStore {
         expected_version: u64,
     ) -> Result<SaveOutcome, StoreError> {
         let value = encode_value(record)?;
-        let redis_key = self.key(key);
+        let redis_key = self.key_arg(key);
         let expected = digits::<20>(expected_version);
         let expires_at = record.expires_at.to_string();
         let args: [&[u8]; 3] = [&expected, &value, expires_at.as_bytes()];
-        let (redis_key, args) = (&redis_key, &args);
+        let args = &args;
         let outcome: i64 = self
             .run("save", |mut c| async move {
                 SAVE.eval(&mut c, redis_key, args).await
@@ -513,7 +549,7 @@ impl SessionStore for RedisStore {
 
     async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
         let mut cmd = ::redis::cmd("DEL");
-        cmd.arg(self.key(key));
+        cmd.arg(self.key_arg(key));
         let cmd = &cmd;
         let _removed: i64 = self
             .run(
@@ -530,11 +566,11 @@ impl SessionStore for RedisStore {
         last_access: Millis,
         expires_at: Millis,
     ) -> Result<bool, StoreError> {
-        let redis_key = self.key(key);
+        let redis_key = self.key_arg(key);
         let last_access = digits::<16>(last_access.min(MAX_HEADER_MILLIS));
         let expires_at = digits::<16>(expires_at.min(MAX_HEADER_MILLIS));
         let args: [&[u8]; 2] = [&last_access, &expires_at];
-        let (redis_key, args) = (&redis_key, &args);
+        let args = &args;
         let touched: i64 = self
             .run("touch", |mut c| async move {
                 TOUCH.eval(&mut c, redis_key, args).await
