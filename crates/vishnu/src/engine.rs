@@ -230,7 +230,7 @@ impl Engine {
         if renewal_due_in(rt, &state, now) {
             return None;
         }
-        if status < 500 && refresh_plan_in(rt, &state, now).is_some() {
+        if status < 500 && refresh_due_in(rt, &state, now) {
             return None;
         }
         Some(cookie_update_in(rt, session, &state))
@@ -1160,17 +1160,26 @@ fn refresh_plan_in(
     state: &State,
     now: Millis,
 ) -> Option<(StoreKey, Millis, bool)> {
-    let live = state.live.as_ref()?;
-    let timeout = state.timeout(config.timeout);
-    let idle = config.idle_millis(timeout);
-    if now.saturating_sub(live.record.last_access) < idle / REFRESH_DIVISOR {
+    if !refresh_due_in(config, state, now) {
         return None;
     }
+    let live = state.live.as_ref()?;
+    let timeout = state.timeout(config.timeout);
     Some((
         live.key.clone(),
         config.expires_at(live.record.created_at, now, timeout),
         matches!(timeout, Timeout::Seconds(_)),
     ))
+}
+
+/// Whether a refresh of the session's expiry is due at `now` (the test
+/// behind [`refresh_plan`], without building the plan).
+fn refresh_due_in(config: &Runtime, state: &State, now: Millis) -> bool {
+    let Some(live) = &state.live else {
+        return false;
+    };
+    let idle = config.idle_millis(state.timeout(config.timeout));
+    now.saturating_sub(live.record.last_access) >= idle / REFRESH_DIVISOR
 }
 
 /// Reading is activity: slides the expiry of a session that was used, at most
