@@ -1,7 +1,7 @@
 //! With a real Redis on loopback: 64 requests in flight, read and write, per library.
 //!
-//! Suites: `rust-redis` (VISHNU_REDIS_URL: `floor`, vishnu, tower-sessions,
-//! actix-session) and `rust-redis-cluster` (VISHNU_REDIS_CLUSTER_URL: `floor`
+//! Suites: `rust-redis` (VISHNU_REDIS_URL: `floor`, vishnu and tower-sessions
+//! on axum, actix-vishnu and actix-session on actix-web) and `rust-redis-cluster` (VISHNU_REDIS_CLUSTER_URL: `floor`
 //! and vishnu on the 3-master cluster). The `floor` drives the same client as
 //! vishnu (redis-rs, one multiplexed connection) through the same axum app
 //! shape with the same round trips and no session logic: `read` is one `GET`
@@ -251,15 +251,20 @@ async fn session_cookies(app: &Router) -> Vec<HeaderValue> {
     cookies
 }
 
-fn vishnu_app(store: vishnu::RedisStore) -> Router {
-    use vishnu::{Config, Session, SessionLayer};
-    let config = Config::builder()
+/// The configuration of every vishnu row: saved at the end of the request.
+fn vishnu_config(store: vishnu::RedisStore) -> vishnu::Config {
+    vishnu::Config::builder()
         .secret("benchmark secret of at least 32 bytes")
         .store(store)
         .auto_save(true)
         .secure(false)
         .build()
-        .expect("config");
+        .expect("config")
+}
+
+fn vishnu_app(store: vishnu::RedisStore) -> Router {
+    use vishnu::{Session, SessionLayer};
+    let config = vishnu_config(store);
     Router::new()
         .route(
             "/read",
@@ -395,21 +400,90 @@ async fn tower_sessions_app(url: &str) -> Router {
         .layer(SessionManagerLayer::new(RedisStore::new(pool)).with_secure(false))
 }
 
-fn actix(url: &str, path: &'static str, per_task: usize, counting: bool) -> Outcome {
-    use actix_session::storage::RedisSessionStore;
-    use actix_session::{Session, SessionMiddleware};
+/// The actix-web rows: `actix-session` (its Redis store) or `actix-vishnu`
+/// (vishnu's actix-web middleware on its Redis store), in one actix system
+/// each, driven as the axum rows are: 64 loops, one session cookie each.
+fn actix(url: &str, library: &str, path: &'static str, per_task: usize, counting: bool) -> Outcome {
     use actix_web::cookie::Key;
     use actix_web::{test, web, App, HttpResponse};
 
-    async fn read(s: Session) -> HttpResponse {
+    async fn read(s: actix_session::Session) -> HttpResponse {
         HttpResponse::Ok().body(s.get::<u64>("n").ok().flatten().unwrap_or(0).to_string())
     }
-    async fn write(s: Session) -> HttpResponse {
+    async fn write(s: actix_session::Session) -> HttpResponse {
         let n = s.get::<u64>("n").ok().flatten().unwrap_or(0);
         let _ = s.insert("n", n + 1);
         HttpResponse::Ok().body((n + 1).to_string())
     }
+    async fn vishnu_read(s: vishnu::Session) -> HttpResponse {
+        HttpResponse::Ok().body(
+            s.get::<u64>("n")
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(0)
+                .to_string(),
+        )
+    }
+    async fn vishnu_write(s: vishnu::Session) -> HttpResponse {
+        let n = s.get::<u64>("n").await.ok().flatten().unwrap_or(0);
+        let _ = s.set("n", &(n + 1));
+        HttpResponse::Ok().body((n + 1).to_string())
+    }
+
+    // The same load for both apps, whose service types differ.
+    macro_rules! load {
+        ($app:ident, $proxy:ident) => {{
+            let mut cookies = Vec::new();
+            for _ in 0..IN_FLIGHT {
+                let res =
+                    test::call_service(&$app, test::TestRequest::get().uri("/write").to_request())
+                        .await;
+                cookies.push(
+                    res.response()
+                        .cookies()
+                        .next()
+                        .expect("cookie")
+                        .into_owned(),
+                );
+            }
+            let before = $proxy.as_ref().map_or(0, Proxy::count);
+            let start = Instant::now();
+            let loops = cookies.into_iter().map(|cookie| {
+                let app = &$app;
+                async move {
+                    let mut lat = Vec::with_capacity(per_task);
+                    for _ in 0..per_task {
+                        let req = test::TestRequest::get()
+                            .uri(path)
+                            .cookie(cookie.clone())
+                            .to_request();
+                        let t = Instant::now();
+                        let res = test::call_service(app, req).await;
+                        assert!(res.status().is_success());
+                        lat.push(t.elapsed());
+                    }
+                    lat
+                }
+            });
+            let latencies: Vec<Duration> = futures::future::join_all(loops)
+                .await
+                .into_iter()
+                .flatten()
+                .collect();
+            let elapsed = start.elapsed();
+            let calls = $proxy.as_ref().map_or(0, Proxy::count) - before;
+            Outcome {
+                requests: latencies.len() as u64,
+                elapsed,
+                latencies,
+                calls,
+            }
+        }};
+    }
+
     let url = url.to_owned();
+    let library = library.to_owned();
     actix_web::rt::System::new().block_on(async move {
         let proxy = if counting {
             Some(Proxy::start(&url).await)
@@ -417,61 +491,34 @@ fn actix(url: &str, path: &'static str, per_task: usize, counting: bool) -> Outc
             None
         };
         let target = proxy.as_ref().map_or(url.clone(), |p| p.url.clone());
-        let store = RedisSessionStore::new(target).await.expect("actix redis");
-        let app = test::init_service(
-            App::new()
-                .wrap(
-                    SessionMiddleware::builder(store, Key::from(&[7u8; 64]))
-                        .cookie_secure(false)
-                        .build(),
-                )
-                .route("/read", web::get().to(read))
-                .route("/write", web::get().to(write)),
-        )
-        .await;
-        let mut cookies = Vec::new();
-        for _ in 0..IN_FLIGHT {
-            let res =
-                test::call_service(&app, test::TestRequest::get().uri("/write").to_request()).await;
-            cookies.push(
-                res.response()
-                    .cookies()
-                    .next()
-                    .expect("cookie")
-                    .into_owned(),
-            );
-        }
-        let before = proxy.as_ref().map_or(0, Proxy::count);
-        let start = Instant::now();
-        let loops = cookies.into_iter().map(|cookie| {
-            let app = &app;
-            async move {
-                let mut lat = Vec::with_capacity(per_task);
-                for _ in 0..per_task {
-                    let req = test::TestRequest::get()
-                        .uri(path)
-                        .cookie(cookie.clone())
-                        .to_request();
-                    let t = Instant::now();
-                    let res = test::call_service(app, req).await;
-                    assert!(res.status().is_success());
-                    lat.push(t.elapsed());
-                }
-                lat
-            }
-        });
-        let latencies: Vec<Duration> = futures::future::join_all(loops)
-            .await
-            .into_iter()
-            .flatten()
-            .collect();
-        let elapsed = start.elapsed();
-        let calls = proxy.as_ref().map_or(0, Proxy::count) - before;
-        Outcome {
-            requests: latencies.len() as u64,
-            elapsed,
-            latencies,
-            calls,
+        if library == "actix-session" {
+            let store = actix_session::storage::RedisSessionStore::new(target)
+                .await
+                .expect("actix redis");
+            let app = test::init_service(
+                App::new()
+                    .wrap(
+                        actix_session::SessionMiddleware::builder(store, Key::from(&[7u8; 64]))
+                            .cookie_secure(false)
+                            .build(),
+                    )
+                    .route("/read", web::get().to(read))
+                    .route("/write", web::get().to(write)),
+            )
+            .await;
+            load!(app, proxy)
+        } else {
+            let store = vishnu::RedisStore::from_url(&target)
+                .await
+                .expect("vishnu redis");
+            let app = test::init_service(
+                App::new()
+                    .wrap(vishnu::actix::SessionMiddleware::new(vishnu_config(store)))
+                    .route("/read", web::get().to(vishnu_read))
+                    .route("/write", web::get().to(vishnu_write)),
+            )
+            .await;
+            load!(app, proxy)
         }
     })
 }
@@ -484,8 +531,8 @@ fn run_once(
     per_task: usize,
     counting: bool,
 ) -> Outcome {
-    if library == "actix-session" {
-        return actix(url, path, per_task, counting);
+    if library.starts_with("actix-") {
+        return actix(url, library, path, per_task, counting);
     }
     // A fresh runtime for every run, as actix gets its own system: nothing a
     // previous run left behind (idle connections, a client's timers) runs here.
@@ -590,7 +637,13 @@ pub fn run(quick: bool) -> Vec<Value> {
     suite(
         SUITE,
         &url,
-        &["floor", "vishnu", "tower-sessions", "actix-session"],
+        &[
+            "floor",
+            "vishnu",
+            "tower-sessions",
+            "actix-vishnu",
+            "actix-session",
+        ],
         quick,
     )
 }

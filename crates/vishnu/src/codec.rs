@@ -42,6 +42,7 @@ use base64::Engine as _;
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -197,18 +198,13 @@ impl Codec {
     }
 
     fn verify(&self, version: u8, payload: &[u8], tag: &[u8]) -> Option<KeyUsed> {
+        let tag: &[u8; TAG_LEN] = tag.try_into().ok()?;
         self.signers.iter().enumerate().find_map(|(i, signer)| {
-            // verify_slice compares in constant time.
-            self.mac(signer, version, payload)
-                .verify_slice(tag)
-                .ok()
-                .map(|()| {
-                    if i == 0 {
-                        KeyUsed::Current
-                    } else {
-                        KeyUsed::Fallback
-                    }
-                })
+            tags_equal(&self.tag(signer, version, payload), tag).then_some(if i == 0 {
+                KeyUsed::Current
+            } else {
+                KeyUsed::Fallback
+            })
         })
     }
 
@@ -393,6 +389,20 @@ impl Codec {
         };
         Ok((plain, used))
     }
+}
+
+/// Whether two tags are equal, compared in constant time (with `subtle`, as
+/// `Mac::verify_slice` does) a 64-bit word at a time rather than a byte at a
+/// time: a quarter of the optimization barriers, the same guarantee.
+fn tags_equal(a: &[u8; TAG_LEN], b: &[u8; TAG_LEN]) -> bool {
+    let words = |t: &[u8; TAG_LEN]| -> [u64; TAG_LEN / 8] {
+        std::array::from_fn(|i| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&t[i * 8..i * 8 + 8]);
+            u64::from_ne_bytes(w)
+        })
+    };
+    bool::from(words(a)[..].ct_eq(&words(b)[..]))
 }
 
 #[cfg(test)]

@@ -612,10 +612,9 @@ async fn lookup(
         let Some(moved) = &record.moved else {
             if config.is_expired(&record, now) {
                 // Expiry is enforced here, whatever the cookie or the store's TTL says.
-                tracing::debug!(%key, "session expired");
-                if let Err(e) = store.delete(&key).await {
-                    tracing::warn!(%key, error = %e, "could not delete an expired session");
-                }
+                drop(record);
+                // Boxed: the rare path would otherwise make every load's future larger.
+                Box::pin(delete_expired(store, &key)).await;
                 return Ok(Found::Absent(Rejected::Expired));
             }
             return Ok(Found::Live(Live::new(id, key, record)));
@@ -636,6 +635,15 @@ async fn lookup(
         }
     }
     Ok(Found::Absent(Rejected::UnknownId))
+}
+
+/// Deletes a session found expired on load; a failure is logged, not returned
+/// (the session is treated as absent either way).
+async fn delete_expired(store: &Metered, key: &StoreKey) {
+    tracing::debug!(%key, "session expired");
+    if let Err(e) = store.delete(key).await {
+        tracing::warn!(%key, error = %e, "could not delete an expired session");
+    }
 }
 
 /// Loads the stored record the cookie points to, once per request.

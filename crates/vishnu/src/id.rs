@@ -55,48 +55,106 @@ impl fmt::Debug for SessionId {
 ///
 /// It is safe to log, to use as a Redis key or an SQL primary key: it cannot be
 /// turned back into a cookie.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct StoreKey(String);
+#[derive(Clone)]
+pub struct StoreKey(KeyText);
+
+/// A key's text: inline for a key hashed here (no allocation per request),
+/// owned for one read back from a store.
+#[derive(Clone)]
+enum KeyText {
+    Hex([u8; HEX_LEN]),
+    Stored(String),
+}
+
+/// Length of a hashed key's text: SHA-256 in hex.
+const HEX_LEN: usize = 64;
 
 impl StoreKey {
     /// The key as text (64 lowercase hex characters).
     pub fn as_str(&self) -> &str {
-        &self.0
+        match &self.0 {
+            // Hex digits are ASCII: the check always passes.
+            KeyText::Hex(digits) => std::str::from_utf8(digits).unwrap_or_default(),
+            KeyText::Stored(key) => key,
+        }
+    }
+
+    /// The key's text as bytes (no UTF-8 check).
+    fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            KeyText::Hex(digits) => digits,
+            KeyText::Stored(key) => key.as_bytes(),
+        }
     }
 
     /// The key for `bytes` in the key space named by `domain`: lowercase hex
     /// of SHA-256(domain || bytes). The one place store keys are hashed.
     pub(crate) fn hashed(domain: &[u8], bytes: &[u8]) -> Self {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let digest = Sha256::new()
             .chain_update(domain)
             .chain_update(bytes)
             .finalize();
-        StoreKey(hex(&digest))
+        let mut hex = [0u8; HEX_LEN];
+        for (pair, b) in hex.chunks_exact_mut(2).zip(digest) {
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 0x0f)];
+        }
+        StoreKey(KeyText::Hex(hex))
     }
 
     /// 64 uniformly spread bits of the key's digest (its first 16 hex digits),
     /// for choosing a shard, a lock stripe or a hash bucket. The one place
     /// they are read: each caller takes its own bits from these.
     pub(crate) fn digest_bits(&self) -> u64 {
-        digest_bits(self.0.as_bytes())
+        digest_bits(self.as_bytes())
     }
 
     /// Wraps a key read back from a store. It is not checked: keys only ever
     /// come from [`SessionId::store_key`] or from the store itself.
     pub fn from_stored(key: String) -> Self {
-        Self(key)
+        Self(KeyText::Stored(key))
+    }
+}
+
+// Equality, order and hash are the text's, however it is held.
+impl PartialEq for StoreKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for StoreKey {}
+
+impl std::hash::Hash for StoreKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // As `str` hashes: the bytes, then a 0xff terminator.
+        state.write(self.as_bytes());
+        state.write_u8(0xff);
+    }
+}
+
+impl PartialOrd for StoreKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for StoreKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_bytes().cmp(other.as_bytes())
     }
 }
 
 impl fmt::Debug for StoreKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "StoreKey({})", self.0)
+        write!(f, "StoreKey({})", self.as_str())
     }
 }
 
 impl fmt::Display for StoreKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -110,18 +168,6 @@ pub(crate) fn digest_bits(hex: &[u8]) -> u64 {
         };
         (acc << 4) | u64::from(nibble)
     })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    // Bytes first, then one (always successful) UTF-8 check: pushing chars
-    // one by one checks capacity and encodes each char.
-    let mut out = vec![0u8; bytes.len() * 2];
-    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = DIGITS[usize::from(b >> 4)];
-        pair[1] = DIGITS[usize::from(b & 0x0f)];
-    }
-    String::from_utf8(out).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -164,6 +210,26 @@ mod tests {
         let max = counts.iter().max().copied().unwrap_or(0);
         assert!(counts.iter().all(|&c| c > 0), "every stripe is used");
         assert!(max < 160, "busiest stripe holds {max}");
+    }
+
+    #[test]
+    fn a_key_read_back_equals_the_hashed_key() {
+        use std::hash::{BuildHasher, RandomState};
+        let hashed = SessionId::from_bytes([7u8; ID_LEN]).store_key();
+        let stored = StoreKey::from_stored(hashed.as_str().to_owned());
+        assert_eq!(hashed, stored);
+        assert_eq!(hashed.cmp(&stored), std::cmp::Ordering::Equal);
+        let state = RandomState::new();
+        assert_eq!(state.hash_one(&hashed), state.hash_one(&stored));
+        assert_eq!(state.hash_one(&hashed), state.hash_one(hashed.as_str()));
+        assert_eq!(hashed.digest_bits(), stored.digest_bits());
+        assert_eq!(
+            format!("{hashed} {hashed:?}"),
+            format!("{stored} {stored:?}")
+        );
+        let other = SessionId::from_bytes([8u8; ID_LEN]).store_key();
+        assert_ne!(hashed, other);
+        assert_eq!(hashed.cmp(&other), hashed.as_str().cmp(other.as_str()));
     }
 
     #[test]
