@@ -598,43 +598,66 @@ enum Found {
 async fn lookup(
     config: &Runtime,
     store: &Metered,
-    id: SessionId,
-    key: StoreKey,
+    mut id: SessionId,
+    mut key: StoreKey,
     read_at: &mut Option<Millis>,
 ) -> Result<Found, SessionError> {
-    let (mut id, mut key) = (id, key);
     for _ in 0..MAX_HOPS {
         let Some(record) = store.load(&key).await? else {
             return Ok(Found::Absent(Rejected::UnknownId));
         };
         let now = config.clock.now_millis();
         *read_at = Some(now);
-        let Some(moved) = &record.moved else {
-            if config.is_expired(&record, now) {
-                // Expiry is enforced here, whatever the cookie or the store's TTL says.
-                drop(record);
-                // Boxed: the rare path would otherwise make every load's future larger.
-                Box::pin(delete_expired(store, &key)).await;
-                return Ok(Found::Absent(Rejected::Expired));
+        // The record is consumed here, before any other await: kept across
+        // one, it would sit in every load's future.
+        let expired = match step(config, id, key, record, now) {
+            Step::Found(found) => return Ok(found),
+            Step::Follow(next) => {
+                id = next;
+                key = next.store_key();
+                continue;
             }
-            return Ok(Found::Live(Live::new(id, key, record)));
+            Step::Expired(expired) => expired,
         };
-        if now >= moved.until {
-            return Ok(Found::Absent(Rejected::UnknownId));
-        }
-        match moved.reason {
-            MoveReason::Ended => return Ok(Found::Absent(Rejected::UnknownId)),
-            MoveReason::Cycle => return Ok(Found::Superseded),
-            MoveReason::Renew => match moved.to.as_deref().and_then(|t| forward::open(&id, t)) {
-                Some(next) => {
-                    id = next;
-                    key = next.store_key();
-                }
-                None => return Ok(Found::Absent(Rejected::UnknownId)),
-            },
-        }
+        // Expiry is enforced here, whatever the cookie or the store's TTL says.
+        // Boxed: the rare path would otherwise make every load's future larger.
+        Box::pin(delete_expired(store, &expired)).await;
+        return Ok(Found::Absent(Rejected::Expired));
     }
     Ok(Found::Absent(Rejected::UnknownId))
+}
+
+/// What a record read by [`lookup`] leads to.
+// Made once per hop and matched at once: boxing `Found` would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Step {
+    /// The answer.
+    Found(Found),
+    /// The session under this key has expired: delete it, it is absent.
+    Expired(StoreKey),
+    /// A renewal forward inside its grace window: read the new id.
+    Follow(SessionId),
+}
+
+/// [`lookup`]'s decision on the record read under `id` at `now`.
+fn step(config: &Runtime, id: SessionId, key: StoreKey, record: Record, now: Millis) -> Step {
+    let Some(moved) = &record.moved else {
+        if config.is_expired(&record, now) {
+            return Step::Expired(key);
+        }
+        return Step::Found(Found::Live(Live::new(id, key, record)));
+    };
+    if now >= moved.until {
+        return Step::Found(Found::Absent(Rejected::UnknownId));
+    }
+    match moved.reason {
+        MoveReason::Ended => Step::Found(Found::Absent(Rejected::UnknownId)),
+        MoveReason::Cycle => Step::Found(Found::Superseded),
+        MoveReason::Renew => match moved.to.as_deref().and_then(|t| forward::open(&id, t)) {
+            Some(next) => Step::Follow(next),
+            None => Step::Found(Found::Absent(Rejected::UnknownId)),
+        },
+    }
 }
 
 /// Deletes a session found expired on load; a failure is logged, not returned

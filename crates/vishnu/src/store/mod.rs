@@ -62,13 +62,57 @@ pub enum StoreError {
     feature = "postgres",
     feature = "mysql"
 ))]
-pub(crate) async fn bounded<T>(
-    timeout: Duration,
-    call: impl std::future::Future<Output = Result<T, StoreError>>,
-) -> Result<T, StoreError> {
-    tokio::time::timeout(timeout, call)
-        .await
-        .unwrap_or(Err(StoreError::Timeout(timeout)))
+pub(crate) fn bounded<T, F>(timeout: Duration, call: F) -> Bounded<F>
+where
+    F: std::future::Future<Output = Result<T, StoreError>>,
+{
+    Bounded {
+        call: tokio::time::timeout(timeout, call),
+        timeout,
+    }
+}
+
+#[cfg(any(
+    feature = "redis",
+    feature = "memcached",
+    feature = "sqlite",
+    feature = "postgres",
+    feature = "mysql"
+))]
+pin_project_lite::pin_project! {
+    /// The future of [`bounded`]: the call and its timer, and nothing else. (An
+    /// `async fn` would keep the call twice over: once as its argument, once
+    /// inside the timer, and every store call's future would be that much larger.)
+    pub(crate) struct Bounded<F> {
+        #[pin]
+        call: tokio::time::Timeout<F>,
+        timeout: Duration,
+    }
+}
+
+#[cfg(any(
+    feature = "redis",
+    feature = "memcached",
+    feature = "sqlite",
+    feature = "postgres",
+    feature = "mysql"
+))]
+impl<T, F> std::future::Future for Bounded<F>
+where
+    F: std::future::Future<Output = Result<T, StoreError>>,
+{
+    type Output = Result<T, StoreError>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let timeout = *this.timeout;
+        this.call
+            .poll(cx)
+            .map(|done| done.unwrap_or(Err(StoreError::Timeout(timeout))))
+    }
 }
 
 /// A record as JSON, refused when it exceeds [`MAX_RECORD_BYTES`](crate::record::MAX_RECORD_BYTES)

@@ -391,30 +391,54 @@ impl RedisStore {
     /// was sent, and the refusal may be the attempt cached from before the
     /// server came back, so the retry is both safe and what makes the store
     /// recover on the first call after an outage.
-    async fn run<T, F, Fut>(&self, operation: &str, request: F) -> Result<T, StoreError>
+    ///
+    /// Neither this nor [`run_raw`](Self::run_raw) is an `async fn`: one
+    /// would keep its arguments beside the future it awaits, and every
+    /// store call's future is boxed and copied.
+    fn run<'a, T, F, Fut>(
+        &'a self,
+        operation: &'a str,
+        request: F,
+    ) -> impl Future<Output = Result<T, StoreError>> + 'a
     where
-        F: FnMut(Connection) -> Fut,
-        Fut: Future<Output = Result<T, RedisError>>,
+        F: FnMut(Connection) -> Fut + 'a,
+        Fut: Future<Output = Result<T, RedisError>> + 'a,
+        T: 'a,
     {
-        self.run_raw(request)
-            .await?
-            .map_err(|e| self.failure(operation, &e))
+        super::bounded(self.timeout, async move {
+            self.attempts(request)
+                .await
+                .map_err(|e| self.failure(operation, &e))
+        })
     }
 
     /// [`run`](Self::run) that leaves the server's answer unmapped, for a
     /// caller that handles some errors itself; only a timeout is an `Err`.
-    async fn run_raw<T, F, Fut>(&self, mut request: F) -> Result<Result<T, RedisError>, StoreError>
+    fn run_raw<'a, T, F, Fut>(
+        &'a self,
+        request: F,
+    ) -> impl Future<Output = Result<Result<T, RedisError>, StoreError>> + 'a
+    where
+        F: FnMut(Connection) -> Fut + 'a,
+        Fut: Future<Output = Result<T, RedisError>> + 'a,
+        T: 'a,
+    {
+        super::bounded(
+            self.timeout,
+            async move { Ok(self.attempts(request).await) },
+        )
+    }
+
+    /// `request`, and once more if the connection was refused (see [`run`](Self::run)).
+    async fn attempts<T, F, Fut>(&self, mut request: F) -> Result<T, RedisError>
     where
         F: FnMut(Connection) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
-        let attempts = async {
-            Ok(match request(self.connection.clone()).await {
-                Err(e) if e.is_connection_refusal() => request(self.connection.clone()).await,
-                other => other,
-            })
-        };
-        super::bounded(self.timeout, attempts).await
+        match request(self.connection.clone()).await {
+            Err(e) if e.is_connection_refusal() => request(self.connection.clone()).await,
+            other => other,
+        }
     }
 
     /// Loads a record of the earlier layout: a hash with the fields `record`,
