@@ -81,6 +81,14 @@ def targets(rows):
         if vp and pp:
             out.append(("Redis %s: p99 no worse than the best peer's" % scenario,
                         "%.0f us vs %.0f us" % (vp, min(pp)), vp <= min(pp)))
+        # The same comparison framework by framework (information): vishnu's
+        # axum layer against tower-sessions, its actix-web middleware against
+        # actix-session, each on its own Redis store.
+        for ours, peer, framework in (("vishnu", "tower-sessions", "axum"), ("actix-vishnu", "actix-session", "actix-web")):
+            o, q = get("rust-redis", scenario, ours, "requests_per_s"), get("rust-redis", scenario, peer, "requests_per_s")
+            if o and q:
+                out.append(("Redis %s on %s: %s / %s (information)" % (scenario, framework, ours, peer),
+                            "%.2fx (%.0f vs %.0f)" % (o / q, o, q), None))
         f = get("rust-redis", scenario, "floor", "requests_per_s")
         if v and f:
             out.append(("Redis %s: >= 0.85x the floor's requests/s" % scenario,
@@ -91,6 +99,12 @@ def targets(rows):
         if v is not None and t:
             out.append(("in-process %s: overhead <= %.2fx tower-sessions'" % (scenario, limit),
                         "%.2fx (%.3f us vs %.3f us)" % (v / t, v, t), v / t <= limit))
+    for scenario in ("untouched", "read", "write"):
+        v = get("rust-inprocess", scenario, "actix-vishnu", "overhead_us")
+        t = get("rust-inprocess", scenario, "actix-session", "overhead_us")
+        if v is not None and t:
+            out.append(("in-process %s on actix-web: overhead / actix-session's (information)" % scenario,
+                        "%.2fx (%.3f us vs %.3f us)" % (v / t, v, t), None))
     v = get("python-wsgi", "redis-write", "vishnu", "requests_per_s")
     o = get("python-wsgi", "redis-write", "vishnu-3.1.1", "requests_per_s")
     if v and o:
