@@ -62,7 +62,9 @@ pub struct StoreKey(KeyText);
 /// owned for one read back from a store.
 #[derive(Clone)]
 enum KeyText {
-    Hex([u8; HEX_LEN]),
+    /// The digest's hex digits, and its first 64 bits (what
+    /// [`digest_bits`](StoreKey::digest_bits) would read back from them).
+    Hex([u8; HEX_LEN], u64),
     Stored(String),
 }
 
@@ -74,7 +76,7 @@ impl StoreKey {
     pub fn as_str(&self) -> &str {
         match &self.0 {
             // Hex digits are ASCII: the check always passes.
-            KeyText::Hex(digits) => std::str::from_utf8(digits).unwrap_or_default(),
+            KeyText::Hex(digits, _) => std::str::from_utf8(digits).unwrap_or_default(),
             KeyText::Stored(key) => key,
         }
     }
@@ -82,7 +84,7 @@ impl StoreKey {
     /// The key's text as bytes (no UTF-8 check).
     fn as_bytes(&self) -> &[u8] {
         match &self.0 {
-            KeyText::Hex(digits) => digits,
+            KeyText::Hex(digits, _) => digits,
             KeyText::Stored(key) => key.as_bytes(),
         }
     }
@@ -100,14 +102,19 @@ impl StoreKey {
             pair[0] = DIGITS[usize::from(b >> 4)];
             pair[1] = DIGITS[usize::from(b & 0x0f)];
         }
-        StoreKey(KeyText::Hex(hex))
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        StoreKey(KeyText::Hex(hex, u64::from_be_bytes(first)))
     }
 
     /// 64 uniformly spread bits of the key's digest (its first 16 hex digits),
     /// for choosing a shard, a lock stripe or a hash bucket. The one place
     /// they are read: each caller takes its own bits from these.
     pub(crate) fn digest_bits(&self) -> u64 {
-        digest_bits(self.as_bytes())
+        match &self.0 {
+            KeyText::Hex(_, bits) => *bits,
+            KeyText::Stored(key) => digest_bits(key.as_bytes()),
+        }
     }
 
     /// Wraps a key read back from a store. It is not checked: keys only ever

@@ -145,11 +145,18 @@ impl Record {
 
     /// Encodes the record as JSON bytes.
     pub fn to_json(&self) -> Vec<u8> {
-        if let Some(json) = canonical::encode(self) {
-            return json;
+        let mut out = Vec::with_capacity(128);
+        self.write_json(&mut out);
+        out
+    }
+
+    /// Appends [`to_json`](Self::to_json)'s bytes to `out` (a store that
+    /// writes a header before the record saves a copy).
+    pub(crate) fn write_json(&self, out: &mut Vec<u8>) {
+        if !canonical::write(self, out) {
+            // Serializing a struct of strings, numbers and JSON values into a Vec cannot fail.
+            let _ = serde_json::to_writer(out, self);
         }
-        // Serializing a struct of strings, numbers and JSON values cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
     }
 
     /// Decodes a record from JSON bytes, rejecting oversized or unknown formats.
@@ -226,14 +233,19 @@ mod canonical {
             && r.moved.is_none()
     }
 
-    /// The record's JSON, byte for byte what serde_json writes, when it has the canonical shape.
-    pub(super) fn encode(r: &Record) -> Option<Vec<u8>> {
+    /// Appends the record's JSON to `out`, byte for byte what serde_json
+    /// writes, when it has the canonical shape; otherwise leaves `out` as it
+    /// was and answers `false`.
+    pub(super) fn write(r: &Record, out: &mut Vec<u8>) -> bool {
         if !plain(r) {
-            return None;
+            return false;
         }
-        let mut out = Vec::with_capacity(128);
+        let start = out.len();
         out.extend_from_slice(HEAD);
-        serde_json::to_writer(&mut out, &r.data).ok()?;
+        if serde_json::to_writer(&mut *out, &r.data).is_err() {
+            out.truncate(start);
+            return false;
+        }
         let mut digits = itoa::Buffer::new();
         for (name, n) in FIELDS
             .iter()
@@ -243,7 +255,7 @@ mod canonical {
             out.extend_from_slice(digits.format(n).as_bytes());
         }
         out.push(b'}');
-        Some(out)
+        true
     }
 
     /// The record in `json`, when `json` has exactly the canonical shape.
@@ -381,8 +393,20 @@ mod tests {
         }
         // A record with any optional field is written and read by serde.
         let r = sample();
-        assert!(canonical::encode(&r).is_none());
+        assert!(!canonical::write(&r, &mut Vec::new()));
         assert_eq!(r.to_json(), serde_json::to_vec(&r).expect("serde"));
+    }
+
+    #[test]
+    fn write_json_appends_what_to_json_returns() {
+        let mut plain = sample();
+        plain.timeout = None;
+        for r in [plain, sample()] {
+            let mut out = b"00000000000000000001 ".to_vec();
+            r.write_json(&mut out);
+            assert_eq!(out[..21], *b"00000000000000000001 ");
+            assert_eq!(out[21..], r.to_json());
+        }
     }
 
     #[test]

@@ -639,8 +639,7 @@ fn encode_value(record: &Record) -> Result<Vec<u8>, StoreError> {
     value.push(b' ');
     value.extend_from_slice(&digits::<16>(record.expires_at.min(MAX_HEADER_MILLIS)));
     value.push(b' ');
-    // Serializing a record into a Vec cannot fail (see `Record::to_json`).
-    let _ = serde_json::to_writer(&mut value, record);
+    record.write_json(&mut value);
     let json_len = value.len() - HEADER_LEN;
     if json_len > crate::record::MAX_RECORD_BYTES {
         return Err(StoreError::TooLarge(format!(
