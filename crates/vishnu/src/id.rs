@@ -81,8 +81,9 @@ impl StoreKey {
         }
     }
 
-    /// The key's text as bytes (no UTF-8 check).
-    fn as_bytes(&self) -> &[u8] {
+    /// The key's text as bytes (no UTF-8 check, for a key written into a
+    /// command on every request).
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         match &self.0 {
             KeyText::Hex(digits, _) => digits,
             KeyText::Stored(key) => key.as_bytes(),

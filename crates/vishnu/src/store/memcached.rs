@@ -246,7 +246,7 @@ impl MemcachedStore {
         &self,
         call: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        super::bounded(self.timeout, call).await
+        super::deadline::bounded(self.timeout, call).await
     }
 }
 

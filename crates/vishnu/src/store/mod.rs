@@ -20,6 +20,14 @@ use crate::record::{Millis, Record};
 
 pub mod cleanup;
 pub mod cookie;
+#[cfg(any(
+    feature = "redis",
+    feature = "memcached",
+    feature = "sqlite",
+    feature = "postgres",
+    feature = "mysql"
+))]
+pub(crate) mod deadline;
 pub mod memory;
 pub(crate) mod metered;
 mod open;
@@ -50,69 +58,6 @@ pub enum StoreError {
     /// The record is too large for this store.
     #[error("session record too large: {0}")]
     TooLarge(String),
-}
-
-/// Runs one store call with a deadline: the per-call timeout every store
-/// shares. Dropping the call on timeout drops whatever connection it held,
-/// so a half-finished exchange is never reused.
-#[cfg(any(
-    feature = "redis",
-    feature = "memcached",
-    feature = "sqlite",
-    feature = "postgres",
-    feature = "mysql"
-))]
-pub(crate) fn bounded<T, F>(timeout: Duration, call: F) -> Bounded<F>
-where
-    F: std::future::Future<Output = Result<T, StoreError>>,
-{
-    Bounded {
-        call: tokio::time::timeout(timeout, call),
-        timeout,
-    }
-}
-
-#[cfg(any(
-    feature = "redis",
-    feature = "memcached",
-    feature = "sqlite",
-    feature = "postgres",
-    feature = "mysql"
-))]
-pin_project_lite::pin_project! {
-    /// The future of [`bounded`]: the call and its timer, and nothing else. (An
-    /// `async fn` would keep the call twice over: once as its argument, once
-    /// inside the timer, and every store call's future would be that much larger.)
-    pub(crate) struct Bounded<F> {
-        #[pin]
-        call: tokio::time::Timeout<F>,
-        timeout: Duration,
-    }
-}
-
-#[cfg(any(
-    feature = "redis",
-    feature = "memcached",
-    feature = "sqlite",
-    feature = "postgres",
-    feature = "mysql"
-))]
-impl<T, F> std::future::Future for Bounded<F>
-where
-    F: std::future::Future<Output = Result<T, StoreError>>,
-{
-    type Output = Result<T, StoreError>;
-
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        let this = self.project();
-        let timeout = *this.timeout;
-        this.call
-            .poll(cx)
-            .map(|done| done.unwrap_or(Err(StoreError::Timeout(timeout))))
-    }
 }
 
 /// A record as JSON, refused when it exceeds [`MAX_RECORD_BYTES`](crate::record::MAX_RECORD_BYTES)

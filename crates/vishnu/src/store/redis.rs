@@ -145,7 +145,7 @@ impl Lua {
 #[derive(Clone, Copy)]
 struct KeyArg<'a> {
     prefix: &'a str,
-    key: &'a str,
+    key: &'a [u8],
 }
 
 impl KeyArg<'_> {
@@ -160,7 +160,7 @@ impl ::redis::ToRedisArgs for KeyArg<'_> {
         let mut arg = out.writer_for_next_arg();
         // Writing into the command's buffer cannot fail.
         let _ = arg.write_all(self.prefix.as_bytes());
-        let _ = arg.write_all(self.key.as_bytes());
+        let _ = arg.write_all(self.key);
     }
 }
 
@@ -380,7 +380,7 @@ impl RedisStore {
     fn key_arg<'a>(&'a self, key: &'a StoreKey) -> KeyArg<'a> {
         KeyArg {
             prefix: &self.prefix,
-            key: key.as_str(),
+            key: key.as_bytes(),
         }
     }
 
@@ -405,7 +405,7 @@ impl RedisStore {
         Fut: Future<Output = Result<T, RedisError>> + 'a,
         T: 'a,
     {
-        super::bounded(self.timeout, async move {
+        super::deadline::bounded(self.timeout, async move {
             self.attempts(request)
                 .await
                 .map_err(|e| self.failure(operation, &e))
@@ -423,7 +423,7 @@ impl RedisStore {
         Fut: Future<Output = Result<T, RedisError>> + 'a,
         T: 'a,
     {
-        super::bounded(
+        super::deadline::bounded(
             self.timeout,
             async move { Ok(self.attempts(request).await) },
         )

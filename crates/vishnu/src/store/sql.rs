@@ -432,7 +432,7 @@ impl SqlStore {
                 .map_err(|error| store_error(self.backend.name(), op, error))
         };
         let Some((host, port)) = &self.server else {
-            return super::bounded(timeout, call).await;
+            return super::deadline::bounded(timeout, call).await;
         };
         // The pool keeps retrying a refused connection until its own timeout:
         // a call that is slow gets one probe of the server's port, and a
@@ -450,7 +450,7 @@ impl SqlStore {
                 _ => std::future::pending().await,
             }
         };
-        let mut call = std::pin::pin!(super::bounded(timeout, call));
+        let mut call = std::pin::pin!(super::deadline::bounded(timeout, call));
         let mut refused = std::pin::pin!(refused);
         std::future::poll_fn(|cx| {
             if let std::task::Poll::Ready(out) = call.as_mut().poll(cx) {
