@@ -148,40 +148,11 @@ type ActixTimes = Vec<(&'static str, [Vec<f64>; 3])>;
 /// The actix rows: the same routes under no session library (the floor),
 /// actix-session, and vishnu's actix-web middleware, in one actix system.
 fn actix(rounds: usize, iters: u64) -> ActixTimes {
+    use crate::actix_handlers::{plain, read, untouched, vishnu_read, vishnu_write, write};
     use actix_session::storage::CookieSessionStore;
-    use actix_session::{Session, SessionMiddleware};
+    use actix_session::SessionMiddleware;
     use actix_web::cookie::Key;
-    use actix_web::{test, web, App, HttpResponse};
-
-    async fn untouched() -> HttpResponse {
-        HttpResponse::Ok().body("ok")
-    }
-    async fn read(s: Session) -> HttpResponse {
-        HttpResponse::Ok().body(s.get::<u64>("n").ok().flatten().unwrap_or(0).to_string())
-    }
-    async fn write(s: Session) -> HttpResponse {
-        let n = s.get::<u64>("n").ok().flatten().unwrap_or(0);
-        let _ = s.insert("n", n + 1);
-        HttpResponse::Ok().body((n + 1).to_string())
-    }
-    async fn plain() -> HttpResponse {
-        HttpResponse::Ok().body("0")
-    }
-    async fn vishnu_read(s: vishnu::Session) -> HttpResponse {
-        HttpResponse::Ok().body(
-            s.get::<u64>("n")
-                .await
-                .ok()
-                .flatten()
-                .unwrap_or(0)
-                .to_string(),
-        )
-    }
-    async fn vishnu_write(s: vishnu::Session) -> HttpResponse {
-        let n = s.get::<u64>("n").await.ok().flatten().unwrap_or(0);
-        let _ = s.set("n", &(n + 1));
-        HttpResponse::Ok().body((n + 1).to_string())
-    }
+    use actix_web::{test, web, App};
 
     // The same timing loop for every app, whose service types differ: one batch.
     macro_rules! time_batch {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+mod actix_handlers;
 mod inprocess;
 mod redis;
 mod scale;

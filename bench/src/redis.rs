@@ -199,24 +199,46 @@ async fn axum_load(
     path: &'static str,
     per_task: usize,
 ) -> Outcome {
+    let app = &app;
+    drive(proxy, cookies, per_task, |cookie| {
+        let req = Request::get(path)
+            .header(header::COOKIE, cookie)
+            .body(Body::empty())
+            .expect("req");
+        async move {
+            let res = app.clone().oneshot(req).await.expect("infallible");
+            assert!(res.status().is_success(), "{}", res.status());
+        }
+    })
+    .await
+}
+
+/// The timed part of a load: one loop per cookie, all in flight at once, each
+/// making `per_task` requests; a request's latency is the time its future
+/// (made by `request` before the clock starts) takes.
+async fn drive<C, F, Fut>(
+    proxy: Option<&Proxy>,
+    cookies: Vec<C>,
+    per_task: usize,
+    request: F,
+) -> Outcome
+where
+    C: Clone,
+    F: Fn(C) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let before = proxy.map_or(0, Proxy::count);
     let start = Instant::now();
-    let loops = cookies.into_iter().map(|cookie| {
-        let app = app.clone();
-        async move {
-            let mut lat = Vec::with_capacity(per_task);
-            for _ in 0..per_task {
-                let req = Request::get(path)
-                    .header(header::COOKIE, cookie.clone())
-                    .body(Body::empty())
-                    .expect("req");
-                let t = Instant::now();
-                let res = app.clone().oneshot(req).await.expect("infallible");
-                assert!(res.status().is_success(), "{}", res.status());
-                lat.push(t.elapsed());
-            }
-            lat
+    let request = &request;
+    let loops = cookies.into_iter().map(|cookie| async move {
+        let mut lat = Vec::with_capacity(per_task);
+        for _ in 0..per_task {
+            let call = request(cookie.clone());
+            let t = Instant::now();
+            call.await;
+            lat.push(t.elapsed());
         }
+        lat
     });
     let latencies: Vec<Duration> = futures::future::join_all(loops)
         .await
@@ -404,83 +426,9 @@ async fn tower_sessions_app(url: &str) -> Router {
 /// (vishnu's actix-web middleware on its Redis store), in one actix system
 /// each, driven as the axum rows are: 64 loops, one session cookie each.
 fn actix(url: &str, library: &str, path: &'static str, per_task: usize, counting: bool) -> Outcome {
+    use crate::actix_handlers::{read, vishnu_read, vishnu_write, write};
     use actix_web::cookie::Key;
-    use actix_web::{test, web, App, HttpResponse};
-
-    async fn read(s: actix_session::Session) -> HttpResponse {
-        HttpResponse::Ok().body(s.get::<u64>("n").ok().flatten().unwrap_or(0).to_string())
-    }
-    async fn write(s: actix_session::Session) -> HttpResponse {
-        let n = s.get::<u64>("n").ok().flatten().unwrap_or(0);
-        let _ = s.insert("n", n + 1);
-        HttpResponse::Ok().body((n + 1).to_string())
-    }
-    async fn vishnu_read(s: vishnu::Session) -> HttpResponse {
-        HttpResponse::Ok().body(
-            s.get::<u64>("n")
-                .await
-                .ok()
-                .flatten()
-                .unwrap_or(0)
-                .to_string(),
-        )
-    }
-    async fn vishnu_write(s: vishnu::Session) -> HttpResponse {
-        let n = s.get::<u64>("n").await.ok().flatten().unwrap_or(0);
-        let _ = s.set("n", &(n + 1));
-        HttpResponse::Ok().body((n + 1).to_string())
-    }
-
-    // The same load for both apps, whose service types differ.
-    macro_rules! load {
-        ($app:ident, $proxy:ident) => {{
-            let mut cookies = Vec::new();
-            for _ in 0..IN_FLIGHT {
-                let res =
-                    test::call_service(&$app, test::TestRequest::get().uri("/write").to_request())
-                        .await;
-                cookies.push(
-                    res.response()
-                        .cookies()
-                        .next()
-                        .expect("cookie")
-                        .into_owned(),
-                );
-            }
-            let before = $proxy.as_ref().map_or(0, Proxy::count);
-            let start = Instant::now();
-            let loops = cookies.into_iter().map(|cookie| {
-                let app = &$app;
-                async move {
-                    let mut lat = Vec::with_capacity(per_task);
-                    for _ in 0..per_task {
-                        let req = test::TestRequest::get()
-                            .uri(path)
-                            .cookie(cookie.clone())
-                            .to_request();
-                        let t = Instant::now();
-                        let res = test::call_service(app, req).await;
-                        assert!(res.status().is_success());
-                        lat.push(t.elapsed());
-                    }
-                    lat
-                }
-            });
-            let latencies: Vec<Duration> = futures::future::join_all(loops)
-                .await
-                .into_iter()
-                .flatten()
-                .collect();
-            let elapsed = start.elapsed();
-            let calls = $proxy.as_ref().map_or(0, Proxy::count) - before;
-            Outcome {
-                requests: latencies.len() as u64,
-                elapsed,
-                latencies,
-                calls,
-            }
-        }};
-    }
+    use actix_web::{test, web, App};
 
     let url = url.to_owned();
     let library = library.to_owned();
@@ -506,7 +454,7 @@ fn actix(url: &str, library: &str, path: &'static str, per_task: usize, counting
                     .route("/write", web::get().to(write)),
             )
             .await;
-            load!(app, proxy)
+            actix_load(&app, proxy.as_ref(), path, per_task).await
         } else {
             let store = vishnu::RedisStore::from_url(&target)
                 .await
@@ -518,9 +466,50 @@ fn actix(url: &str, library: &str, path: &'static str, per_task: usize, counting
                     .route("/write", web::get().to(vishnu_write)),
             )
             .await;
-            load!(app, proxy)
+            actix_load(&app, proxy.as_ref(), path, per_task).await
         }
     })
+}
+
+/// [`axum_load`] for an actix-web test service: one session per loop,
+/// created (by a first `/write`) before measuring.
+async fn actix_load<S, B>(
+    app: &S,
+    proxy: Option<&Proxy>,
+    path: &'static str,
+    per_task: usize,
+) -> Outcome
+where
+    S: actix_web::dev::Service<
+        actix_http::Request,
+        Response = actix_web::dev::ServiceResponse<B>,
+        Error = actix_web::Error,
+    >,
+{
+    use actix_web::test;
+    let mut cookies = Vec::new();
+    for _ in 0..IN_FLIGHT {
+        let res =
+            test::call_service(app, test::TestRequest::get().uri("/write").to_request()).await;
+        cookies.push(
+            res.response()
+                .cookies()
+                .next()
+                .expect("cookie")
+                .into_owned(),
+        );
+    }
+    drive(proxy, cookies, per_task, |cookie| {
+        let req = test::TestRequest::get()
+            .uri(path)
+            .cookie(cookie)
+            .to_request();
+        async move {
+            let res = test::call_service(app, req).await;
+            assert!(res.status().is_success());
+        }
+    })
+    .await
 }
 
 /// One run of `library` against `url` (through the counting proxy when `counting`).
