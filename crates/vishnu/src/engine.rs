@@ -254,6 +254,8 @@ impl Engine {
         let server_error = status >= 500;
         let renew = !server_error && renewal_due(session);
         let mut renewed = false;
+        // A save stamps the record's last access and expiry: no refresh after it.
+        let mut saved = false;
         let has_pending = !session.state().pending.is_empty();
         if has_pending {
             if server_error {
@@ -264,7 +266,11 @@ impl Engine {
                 // Boxed: the save's future is large, and inline it would make
                 // every request's finish (a read's too) that large to move.
                 match Box::pin(persist(session, None, write)).await {
-                    Ok(_) | Err(SessionError::Terminated) => renewed = renew,
+                    Ok(_) => {
+                        renewed = renew;
+                        saved = true;
+                    }
+                    Err(SessionError::Terminated) => renewed = renew,
                     Err(e) => return Err(e),
                 }
             } else {
@@ -280,7 +286,7 @@ impl Engine {
                 // Renewal is worth retrying on the next request, not failing this one.
                 Err(e) => tracing::warn!(error = %e, "could not renew the session id"),
             }
-        } else if !server_error {
+        } else if !server_error && !saved {
             refresh(session).await;
         }
         self.cookie_update(session)
@@ -582,11 +588,9 @@ fn invalid_cookie(error: CodecError) {
 }
 
 /// What a session id names in the store right now.
-// Made once per request and moved out at once: boxing `Live` would only add an allocation.
-#[allow(clippy::large_enum_variant)]
 enum Found {
     /// A live session (perhaps reached through a renewal forward).
-    Live(Live),
+    Live(Box<Live>),
     /// The id was cycled away within the cycle grace window.
     Superseded,
     /// Nothing (unknown, expired, ended, or past its grace window), and why.
@@ -628,8 +632,6 @@ async fn lookup(
 }
 
 /// What a record read by [`lookup`] leads to.
-// Made once per hop and matched at once: boxing `Found` would only add an allocation.
-#[allow(clippy::large_enum_variant)]
 enum Step {
     /// The answer.
     Found(Found),
@@ -804,7 +806,10 @@ pub(crate) async fn persist(
     // Compare-and-set still guards against other processes.
     // One deadline for the whole save, waiting for the turn included: under
     // contention a request fails cleanly instead of waiting for minutes.
-    let deadline = tokio::time::Instant::now() + config.save_deadline;
+    let begun = tokio::time::Instant::now();
+    let deadline = begun + config.save_deadline;
+    // When the first attempt starts: now, unless it waits for its turn.
+    let mut started = begun.into_std();
     let existing = session.state().live.as_ref().map(|l| l.key.clone());
     let _turn = match (&existing, server) {
         (Some(key), Some(_)) => {
@@ -813,14 +818,17 @@ pub(crate) async fn persist(
             match lock.try_lock() {
                 Ok(turn) => Some(turn),
                 Err(_) => match tokio::time::timeout_at(deadline, lock.lock()).await {
-                    Ok(turn) => Some(turn),
+                    Ok(turn) => {
+                        // The first attempt starts after the wait for the turn.
+                        started = std::time::Instant::now();
+                        Some(turn)
+                    }
                     Err(_) => return Err(gave_up(0)),
                 },
             }
         }
         _ => None,
     };
-    let mut started = std::time::Instant::now();
     for attempt in 0..MAX_ATTEMPTS {
         if attempt > 0 {
             // The previous attempt ran from `started` until now.
@@ -1037,7 +1045,7 @@ fn stripe(key: &StoreKey, stripes: usize) -> usize {
     usize::try_from(key.digest_bits() % stripes).unwrap_or(0)
 }
 
-fn commit(session: &Session, live: Live, cookie_dirty: bool) {
+fn commit(session: &Session, live: Box<Live>, cookie_dirty: bool) {
     let mut state = session.state();
     state.live = Some(live);
     state.pending = Pending::default();

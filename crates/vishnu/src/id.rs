@@ -71,6 +71,18 @@ enum KeyText {
 /// Length of a hashed key's text: SHA-256 in hex.
 const HEX_LEN: usize = 64;
 
+/// Each byte's two lowercase hex digits: one lookup per byte of a digest.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut pairs = [[0u8; 2]; 256];
+    let mut b = 0;
+    while b < 256 {
+        pairs[b] = [DIGITS[b >> 4], DIGITS[b & 0x0f]];
+        b += 1;
+    }
+    pairs
+};
+
 impl StoreKey {
     /// The key as text (64 lowercase hex characters).
     pub fn as_str(&self) -> &str {
@@ -93,15 +105,13 @@ impl StoreKey {
     /// The key for `bytes` in the key space named by `domain`: lowercase hex
     /// of SHA-256(domain || bytes). The one place store keys are hashed.
     pub(crate) fn hashed(domain: &[u8], bytes: &[u8]) -> Self {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let digest = Sha256::new()
             .chain_update(domain)
             .chain_update(bytes)
             .finalize();
         let mut hex = [0u8; HEX_LEN];
         for (pair, b) in hex.chunks_exact_mut(2).zip(digest) {
-            pair[0] = DIGITS[usize::from(b >> 4)];
-            pair[1] = DIGITS[usize::from(b & 0x0f)];
+            pair.copy_from_slice(&HEX_PAIRS[usize::from(b)]);
         }
         let mut first = [0u8; 8];
         first.copy_from_slice(&digest[..8]);

@@ -82,8 +82,10 @@ pub(crate) struct Live {
 }
 
 impl Live {
-    pub(crate) fn new(id: SessionId, key: StoreKey, record: Record) -> Self {
-        Self { id, key, record }
+    /// Boxed: a `Live` is a few hundred bytes, and it passes through several
+    /// frames on its way into the session's state; each would copy it whole.
+    pub(crate) fn new(id: SessionId, key: StoreKey, record: Record) -> Box<Self> {
+        Box::new(Self { id, key, record })
     }
 }
 
@@ -139,7 +141,7 @@ pub(crate) struct State {
     /// Where that cookie's value sits in the request's `Cookie` headers: the
     /// header's index and the value's byte range (server-side stores only).
     pub(crate) incoming_at: Option<(usize, std::ops::Range<usize>)>,
-    pub(crate) live: Option<Live>,
+    pub(crate) live: Option<Box<Live>>,
     /// The clock when the session was read (ms since the epoch): the
     /// request's one reading, reused when it ends with no store I/O.
     pub(crate) read_at: Option<Millis>,
@@ -331,7 +333,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn live(id: u8) -> Live {
+    fn live(id: u8) -> Box<Live> {
         let id = SessionId::from_bytes([id; crate::id::ID_LEN]);
         Live::new(id, id.store_key(), Record::new(Map::new(), 0, 1))
     }
