@@ -217,6 +217,8 @@ mod canonical {
     use super::{Map, Record, Value, RECORD_FORMAT};
 
     const HEAD: &[u8] = b"{\"v\":1,\"data\":";
+    // HEAD spells the format out: it must be the current one.
+    const _: () = assert!(RECORD_FORMAT == 1);
     const FIELDS: [&[u8]; 4] = [
         b",\"created_at\":",
         b",\"last_access\":",

@@ -415,71 +415,14 @@ async fn a_host_prefixed_cookie_works() {
 
 // ---- activity and expiry ---------------------------------------------------------------
 
-/// A memory store whose saves take `save_takes` on the test clock.
-struct SlowSaves {
-    inner: Arc<FlakyStore>,
-    clock: Arc<MockClock>,
-    save_takes: Duration,
-}
-
-#[async_trait::async_trait]
-impl SessionStore for SlowSaves {
-    async fn load(
-        &self,
-        key: &vishnu::id::StoreKey,
-    ) -> Result<Option<vishnu::record::Record>, vishnu::StoreError> {
-        self.inner.load(key).await
-    }
-    async fn create(
-        &self,
-        key: &vishnu::id::StoreKey,
-        record: &vishnu::record::Record,
-    ) -> Result<bool, vishnu::StoreError> {
-        self.inner.create(key, record).await
-    }
-    async fn save(
-        &self,
-        key: &vishnu::id::StoreKey,
-        record: &vishnu::record::Record,
-        expected: u64,
-    ) -> Result<vishnu::SaveOutcome, vishnu::StoreError> {
-        let outcome = self.inner.save(key, record, expected).await;
-        self.clock.advance(self.save_takes);
-        outcome
-    }
-    async fn delete(&self, key: &vishnu::id::StoreKey) -> Result<(), vishnu::StoreError> {
-        self.inner.delete(key).await
-    }
-    async fn touch(
-        &self,
-        key: &vishnu::id::StoreKey,
-        last_access: vishnu::record::Millis,
-        expires_at: vishnu::record::Millis,
-    ) -> Result<bool, vishnu::StoreError> {
-        self.inner.touch(key, last_access, expires_at).await
-    }
-    async fn delete_expired(
-        &self,
-        now: vishnu::record::Millis,
-        dormant_for: Duration,
-        limit: usize,
-    ) -> Result<vishnu::Cleanup, vishnu::StoreError> {
-        self.inner.delete_expired(now, dormant_for, limit).await
-    }
-}
-
 #[tokio::test]
 async fn a_save_is_the_requests_only_write_even_when_it_is_slow() {
     let clock = MockClock::new();
     let counted = FlakyStore::new(Arc::new(MemoryStore::new()));
-    let store = Arc::new(SlowSaves {
-        inner: counted.clone(),
-        clock: clock.clone(),
-        // Longer than the refresh throttle (a tenth of the timeout).
-        save_takes: Duration::from_secs(20),
-    });
+    // Longer than the refresh throttle (a tenth of the timeout).
+    *counted.slow_saves.lock().expect("lock") = Some((clock.clone(), Duration::from_secs(20)));
     let config = builder()
-        .shared_store(store)
+        .shared_store(counted.clone())
         .timeout(Duration::from_secs(100))
         .clock(clock.clone())
         .auto_save(true)

@@ -57,6 +57,8 @@ pub struct FlakyStore {
     pub fail_writes: AtomicBool,
     pub writes: AtomicU64,
     pub reads: AtomicU64,
+    /// When set, every save takes this long on this clock.
+    pub slow_saves: std::sync::Mutex<Option<(Arc<MockClock>, Duration)>>,
 }
 
 impl FlakyStore {
@@ -67,6 +69,7 @@ impl FlakyStore {
             fail_writes: AtomicBool::new(false),
             writes: AtomicU64::new(0),
             reads: AtomicU64::new(0),
+            slow_saves: std::sync::Mutex::new(None),
         })
     }
     fn read(&self) -> Result<(), StoreError> {
@@ -109,7 +112,12 @@ impl SessionStore for FlakyStore {
         v: u64,
     ) -> Result<SaveOutcome, StoreError> {
         self.write()?;
-        self.inner.save(key, record, v).await
+        let outcome = self.inner.save(key, record, v).await;
+        let slow = self.slow_saves.lock().ok().and_then(|s| s.clone());
+        if let Some((clock, takes)) = slow {
+            clock.advance(takes);
+        }
+        outcome
     }
     async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
         self.write()?;
