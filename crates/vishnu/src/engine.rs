@@ -795,7 +795,11 @@ pub(crate) async fn persist(
     mut update: Option<UpdateFn<'_>>,
     write: Write,
 ) -> Result<Option<Value>, SessionError> {
-    ensure_loaded(session).await?;
+    if !session.state().loaded {
+        // Boxed: most saves follow a read, and the load's future inline
+        // would make every save's larger.
+        Box::pin(ensure_loaded(session)).await?;
+    }
     if session.state().superseded {
         return Err(SessionError::Superseded);
     }
@@ -817,7 +821,9 @@ pub(crate) async fn persist(
             // Uncontended (the usual case): no timer to arm.
             match lock.try_lock() {
                 Ok(turn) => Some(turn),
-                Err(_) => match tokio::time::timeout_at(deadline, lock.lock()).await {
+                // Boxed: waiting is rare, and its timer inline would make
+                // every save's future larger.
+                Err(_) => match Box::pin(tokio::time::timeout_at(deadline, lock.lock())).await {
                     Ok(turn) => {
                         // The first attempt starts after the wait for the turn.
                         started = std::time::Instant::now();
@@ -884,7 +890,7 @@ pub(crate) async fn persist(
             // A new session: always a fresh id (a cookie's unknown id is never adopted).
             let id = SessionId::generate().map_err(|_| SessionError::Random)?;
             let key = id.store_key();
-            if bind && !list(config, &record, &key, false).await? {
+            if bind && !Box::pin(list(config, &record, &key, false)).await? {
                 continue;
             }
             if store.create(&key, &record).await? {
@@ -897,101 +903,133 @@ pub(crate) async fn persist(
         };
 
         if write == Write::Save {
-            if bind && !list(config, &record, &key, false).await? {
+            if bind && !Box::pin(list(config, &record, &key, false)).await? {
                 return Err(gone(session));
             }
             match store.save(&key, &record, live_version).await? {
                 SaveOutcome::Saved => {
                     let dirty = persistent || sets_timeout;
-                    commit(session, Live::new(live_id, key, record), dirty);
+                    commit_save(session, live_id, key, record, dirty);
                     return Ok(new_value);
                 }
                 SaveOutcome::Conflict => {
                     telemetry::save_conflict();
-                    reload(session, store, live_id, &key, now).await?
+                    Box::pin(reload(session, store, live_id, &key, now)).await?
                 }
                 SaveOutcome::Missing => return Err(gone(session)),
             }
             continue;
         }
 
-        // An id change. 1: the record under a new key that nobody knows yet.
-        let reason = match write {
-            Write::Renew => MoveReason::Renew,
-            _ => MoveReason::Cycle,
-        };
-        let new_id = SessionId::generate().map_err(|_| SessionError::Random)?;
-        let new_key = new_id.store_key();
-        let forgotten = record.from.take();
-        record.version = 1;
-        record.id_at = Some(now);
-        record.from = Some(key.as_str().to_owned());
-        if !store.create(&new_key, &record).await? {
-            tracing::warn!("session id collision on create: drawing another id");
-            continue;
-        }
-        // 2: a bound session lists its new key before anybody can reach it.
-        if record.user.is_some() {
-            match list_moving(config, &record, &new_key, forgotten.as_deref(), bind).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    discard(store, &new_key).await;
-                    return Err(gone(session));
-                }
-                Err(e) => {
-                    discard(store, &new_key).await;
-                    return Err(e);
-                }
-            }
-        }
-        // 3: the old key becomes a forward, if nobody changed it meanwhile.
-        let grace = match reason {
-            MoveReason::Renew => config.renew_grace,
-            _ => config.cycle_grace,
-        };
-        let until = now.saturating_add(millis(grace));
-        let to = forward::seal(&live_id, &new_id).map_err(|_| SessionError::Random)?;
-        let forward = Record::moved(
-            Moved {
-                reason,
-                until,
-                to: Some(to),
-            },
+        // Boxed: an id change is rare, and its future inline would make
+        // every save's as large.
+        if Box::pin(change_id(
+            session,
+            store,
+            write,
+            record,
+            (live_id, key, live_version),
             now,
-            until.saturating_add(MOVED_KEEP),
-            live_version.wrapping_add(1),
-        );
-        let outcome = store.save(&key, &forward, live_version).await;
-        match outcome {
-            Ok(SaveOutcome::Saved) => {
-                tracing::debug!(old = %key, ?reason, "session id changed");
-                telemetry::id_changed(reason == MoveReason::Renew);
-                commit(session, Live::new(new_id, new_key, record), true);
-                return Ok(new_value);
-            }
-            Ok(SaveOutcome::Conflict) => {
-                telemetry::save_conflict();
-                discard(store, &new_key).await;
-                let before = session.state().live.as_ref().map(|l| l.id);
-                reload(session, store, live_id, &key, now).await?;
-                let after = session.state().live.as_ref().map(|l| l.id);
-                if write == Write::Renew && before != after {
-                    // Another request renewed it first: take its new id, so
-                    // that every tab converges on one session.
-                    return Ok(new_value);
-                }
-            }
-            Ok(SaveOutcome::Missing) => {
+            bind,
+        ))
+        .await?
+        {
+            return Ok(new_value);
+        }
+    }
+    Err(gave_up(MAX_ATTEMPTS))
+}
+
+/// [`persist`]'s id change (`Write::Cycle`, `Write::Renew`) of the stored
+/// session `old` (its id, key and the version read): `true` when done,
+/// `false` when the attempt must be made again.
+async fn change_id(
+    session: &Session,
+    store: &Metered,
+    write: Write,
+    mut record: Record,
+    old: (SessionId, StoreKey, u64),
+    now: Millis,
+    bind: bool,
+) -> Result<bool, SessionError> {
+    let config = &*session.inner.rt;
+    let (live_id, key, live_version) = old;
+    // An id change. 1: the record under a new key that nobody knows yet.
+    let reason = match write {
+        Write::Renew => MoveReason::Renew,
+        _ => MoveReason::Cycle,
+    };
+    let new_id = SessionId::generate().map_err(|_| SessionError::Random)?;
+    let new_key = new_id.store_key();
+    let forgotten = record.from.take();
+    record.version = 1;
+    record.id_at = Some(now);
+    record.from = Some(key.as_str().to_owned());
+    if !store.create(&new_key, &record).await? {
+        tracing::warn!("session id collision on create: drawing another id");
+        return Ok(false);
+    }
+    // 2: a bound session lists its new key before anybody can reach it.
+    if record.user.is_some() {
+        match list_moving(config, &record, &new_key, forgotten.as_deref(), bind).await {
+            Ok(true) => {}
+            Ok(false) => {
                 discard(store, &new_key).await;
                 return Err(gone(session));
             }
             Err(e) => {
                 discard(store, &new_key).await;
-                return Err(e.into());
+                return Err(e);
             }
         }
     }
-    Err(gave_up(MAX_ATTEMPTS))
+    // 3: the old key becomes a forward, if nobody changed it meanwhile.
+    let grace = match reason {
+        MoveReason::Renew => config.renew_grace,
+        _ => config.cycle_grace,
+    };
+    let until = now.saturating_add(millis(grace));
+    let to = forward::seal(&live_id, &new_id).map_err(|_| SessionError::Random)?;
+    let forward = Record::moved(
+        Moved {
+            reason,
+            until,
+            to: Some(to),
+        },
+        now,
+        until.saturating_add(MOVED_KEEP),
+        live_version.wrapping_add(1),
+    );
+    let outcome = store.save(&key, &forward, live_version).await;
+    match outcome {
+        Ok(SaveOutcome::Saved) => {
+            tracing::debug!(old = %key, ?reason, "session id changed");
+            telemetry::id_changed(reason == MoveReason::Renew);
+            commit(session, Live::new(new_id, new_key, record), true);
+            return Ok(true);
+        }
+        Ok(SaveOutcome::Conflict) => {
+            telemetry::save_conflict();
+            discard(store, &new_key).await;
+            let before = session.state().live.as_ref().map(|l| l.id);
+            reload(session, store, live_id, &key, now).await?;
+            let after = session.state().live.as_ref().map(|l| l.id);
+            if write == Write::Renew && before != after {
+                // Another request renewed it first: take its new id, so
+                // that every tab converges on one session.
+                return Ok(true);
+            }
+        }
+        Ok(SaveOutcome::Missing) => {
+            discard(store, &new_key).await;
+            return Err(gone(session));
+        }
+        Err(e) => {
+            discard(store, &new_key).await;
+            return Err(e.into());
+        }
+    }
+    Ok(false)
 }
 
 fn gave_up(attempts: u32) -> SessionError {
@@ -1050,6 +1088,21 @@ fn commit(session: &Session, live: Box<Live>, cookie_dirty: bool) {
     state.live = Some(live);
     state.pending = Pending::default();
     state.cookie_dirty |= cookie_dirty;
+}
+
+/// [`commit`] of a save that kept the id: the record goes into the state's
+/// `Live` in place, rather than into a new box that replaces it.
+fn commit_save(session: &Session, id: SessionId, key: StoreKey, record: Record, dirty: bool) {
+    let mut state = session.state();
+    match &mut state.live {
+        Some(live) if live.id == id => {
+            live.key = key;
+            live.record = record;
+        }
+        slot => *slot = Some(Live::new(id, key, record)),
+    }
+    state.pending = Pending::default();
+    state.cookie_dirty |= dirty;
 }
 
 /// The session was terminated (or expired) elsewhere: drop this request's

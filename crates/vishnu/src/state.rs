@@ -116,11 +116,13 @@ impl Pending {
             data.clear();
         }
         for (k, v) in &self.changes {
-            match v {
-                Some(v) => {
+            match (v, data.get_mut(k)) {
+                // In place: inserting would clone the key only to drop the copy.
+                (Some(v), Some(slot)) => *slot = v.clone(),
+                (Some(v), None) => {
                     data.insert(k.clone(), v.clone());
                 }
-                None => {
+                (None, _) => {
                     data.remove(k);
                 }
             }
@@ -399,6 +401,7 @@ mod tests {
         let mut l = live(1);
         l.record.data.insert("kept".into(), json!(1));
         l.record.data.insert("gone".into(), json!(2));
+        l.record.data.insert("changed".into(), json!(4));
         l.record.version = 7;
         let mut state = State {
             live: Some(l),
@@ -406,6 +409,10 @@ mod tests {
         };
         state.pending.changes.insert("gone".into(), None);
         state.pending.changes.insert("new".into(), Some(json!(3)));
+        state
+            .pending
+            .changes
+            .insert("changed".into(), Some(json!(5)));
         let d = draft(&state, 1_000);
         assert_eq!(d.live.map(|(_, _, v)| v), Some(7));
         assert_eq!(d.record.version, 8);
@@ -414,6 +421,8 @@ mod tests {
         assert_eq!(d.record.data.get("kept"), Some(&json!(1)));
         assert_eq!(d.record.data.get("gone"), None);
         assert_eq!(d.record.data.get("new"), Some(&json!(3)));
+        assert_eq!(d.record.data.get("changed"), Some(&json!(5)));
+        assert_eq!(d.record.data.len(), 3);
         assert!(!d.binds);
     }
 

@@ -553,8 +553,12 @@ impl SessionStore for RedisStore {
         let value = encode_value(record)?;
         let redis_key = self.key_arg(key);
         let expected = digits::<20>(expected_version);
-        let expires_at = record.expires_at.to_string();
-        let args: [&[u8]; 3] = [&expected, &value, expires_at.as_bytes()];
+        let mut expires_at = itoa::Buffer::new();
+        let args: [&[u8]; 3] = [
+            &expected,
+            &value,
+            expires_at.format(record.expires_at).as_bytes(),
+        ];
         let args = &args;
         let outcome: i64 = self
             .run("save", |mut c| async move {
