@@ -277,7 +277,9 @@ fn codec(rows: &mut Vec<Value>, rounds: usize, iters: u64) {
     }
 }
 
-/// Runs one library's scenario alone (for profilers: `--profile LIB SCENARIO ITERS`).
+/// Runs one library's scenario alone (for profilers: `--profile LIB SCENARIO
+/// ITERS`, LIB one of `floor`, `noop-layer`, `vishnu`, `vishnu-encrypted`,
+/// `tower-sessions`) and prints its time per request.
 pub fn profile(library: &str, scenario: &str, iters: u64) {
     let rt = current_thread();
     let app = match library {
@@ -285,9 +287,12 @@ pub fn profile(library: &str, scenario: &str, iters: u64) {
         "vishnu" => vishnu_app(false),
         "vishnu-encrypted" => vishnu_app(true),
         "tower-sessions" => tower_sessions_app(),
+        // The floor behind a layer that does nothing: what any layer added
+        // with `Router::layer` costs (axum boxes each route's service again).
+        "noop-layer" => floor_app().layer(tower::util::MapRequestLayer::new(|r: Request<Body>| r)),
         other => panic!("unknown library {other}"),
     };
-    let cookie = if library == "floor" {
+    let cookie = if library == "floor" || library == "noop-layer" {
         HeaderValue::from_static(
             "vishnu=AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQ",
         )
