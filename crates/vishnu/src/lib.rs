@@ -69,7 +69,6 @@ mod state;
 pub mod store;
 mod telemetry;
 pub mod tower;
-mod turns;
 mod users;
 
 #[cfg(feature = "axum")]

@@ -1,6 +1,6 @@
 //! What an [`Engine`](crate::Engine) runs with: the validated [`Config`],
 //! where sessions persist, the cookie codec, the clock and this process's
-//! turns; and the rules of a session's lifetime (idle and absolute
+//! write locks; and the rules of a session's lifetime (idle and absolute
 //! timeouts), shared by the engine and the user index.
 
 use std::ops::Deref;
@@ -13,7 +13,9 @@ use crate::config::{Config, Settings, Timeout};
 use crate::error::SessionError;
 use crate::record::{Millis, Record};
 use crate::store::metered::Metered;
-use crate::turns::Turns;
+
+/// How many locks the writes of this process's requests are spread over.
+const WRITE_LOCK_STRIPES: usize = 1024;
 
 /// Where sessions persist. The cookie mode has no store to call.
 // One per engine, behind its `Arc`: a boxed store would only add a pointer to follow.
@@ -32,7 +34,7 @@ pub(crate) struct Runtime {
     pub(crate) codec: Codec,
     pub(crate) clock: Arc<dyn Clock>,
     /// Writes to one session from this process take turns (see `engine::persist`).
-    pub(crate) turns: Turns,
+    pub(crate) write_locks: Box<[tokio::sync::Mutex<()>]>,
 }
 
 impl Deref for Runtime {
@@ -58,7 +60,9 @@ impl Runtime {
             codec,
             persistence,
             clock: s.clock.clone(),
-            turns: Turns::new(),
+            write_locks: (0..WRITE_LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
             config,
         }
     }
