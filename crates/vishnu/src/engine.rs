@@ -882,7 +882,8 @@ pub(crate) async fn persist(
                 (Some(_), Write::Save) => {}
                 (Some(_), w) => telemetry::id_changed(w == Write::Renew),
             }
-            commit(session, candidate, true);
+            let Live { id, key, record } = *candidate;
+            commit(session, id, key, record, true);
             return Ok(new_value);
         };
 
@@ -895,7 +896,7 @@ pub(crate) async fn persist(
             }
             if store.create(&key, &record).await? {
                 telemetry::created();
-                commit(session, Live::new(id, key, record), true);
+                commit(session, id, key, record, true);
                 return Ok(new_value);
             }
             tracing::warn!("session id collision on create: drawing another id");
@@ -909,7 +910,7 @@ pub(crate) async fn persist(
             match store.save(&key, &record, live_version).await? {
                 SaveOutcome::Saved => {
                     let dirty = persistent || sets_timeout;
-                    commit_save(session, live_id, key, record, dirty);
+                    commit(session, live_id, key, record, dirty);
                     return Ok(new_value);
                 }
                 SaveOutcome::Conflict => {
@@ -1005,7 +1006,7 @@ async fn change_id(
         Ok(SaveOutcome::Saved) => {
             tracing::debug!(old = %key, ?reason, "session id changed");
             telemetry::id_changed(reason == MoveReason::Renew);
-            commit(session, Live::new(new_id, new_key, record), true);
+            commit(session, new_id, new_key, record, true);
             return Ok(true);
         }
         Ok(SaveOutcome::Conflict) => {
@@ -1083,16 +1084,10 @@ fn stripe(key: &StoreKey, stripes: usize) -> usize {
     usize::try_from(key.digest_bits() % stripes).unwrap_or(0)
 }
 
-fn commit(session: &Session, live: Box<Live>, cookie_dirty: bool) {
-    let mut state = session.state();
-    state.live = Some(live);
-    state.pending = Pending::default();
-    state.cookie_dirty |= cookie_dirty;
-}
-
-/// [`commit`] of a save that kept the id: the record goes into the state's
-/// `Live` in place, rather than into a new box that replaces it.
-fn commit_save(session: &Session, id: SessionId, key: StoreKey, record: Record, dirty: bool) {
+/// Makes a written record the session's state and clears the request's
+/// changes. Under the same id the record goes into the state's `Live` in
+/// place, rather than into a new box that replaces it.
+fn commit(session: &Session, id: SessionId, key: StoreKey, record: Record, cookie_dirty: bool) {
     let mut state = session.state();
     match &mut state.live {
         Some(live) if live.id == id => {
@@ -1102,7 +1097,7 @@ fn commit_save(session: &Session, id: SessionId, key: StoreKey, record: Record, 
         slot => *slot = Some(Live::new(id, key, record)),
     }
     state.pending = Pending::default();
-    state.cookie_dirty |= dirty;
+    state.cookie_dirty |= cookie_dirty;
 }
 
 /// The session was terminated (or expired) elsewhere: drop this request's
