@@ -3,7 +3,8 @@
 //! Suites: `rust-redis` (VISHNU_REDIS_URL: `floor`, vishnu and tower-sessions
 //! on axum, actix-vishnu and actix-session on actix-web) and `rust-redis-cluster` (VISHNU_REDIS_CLUSTER_URL: `floor`
 //! and vishnu on the 3-master cluster). The `floor` drives the same client as
-//! vishnu (redis-rs, one multiplexed connection) through the same axum app
+//! vishnu (the store's own connection: vishnu's pipelined connection to a
+//! standalone server, redis-rs's cluster connection for the cluster) through the same axum app
 //! shape with the same round trips and no session logic: `read` is one `GET`
 //! of a record-sized value, `write` a `GET` then a `SET`.
 //!
@@ -374,22 +375,11 @@ fn floor_cookies() -> Vec<HeaderValue> {
         .collect()
 }
 
+/// The floor on vishnu's own connection (the store's, without the store), so
+/// that it drives the same client as the vishnu rows.
 async fn floor_router(url: &str) -> Router {
-    if let Some(nodes) = url.strip_prefix("redis+cluster://") {
-        let nodes: Vec<String> = nodes
-            .split(',')
-            .map(|n| format!("redis://{}", n.trim_end_matches('/')))
-            .collect();
-        let client = ::redis::cluster::ClusterClient::new(nodes).expect("cluster client");
-        floor_app(client.get_async_connection().await.expect("cluster"))
-    } else {
-        let client = ::redis::Client::open(url).expect("redis url");
-        floor_app(
-            ::redis::aio::ConnectionManager::new(client)
-                .await
-                .expect("redis"),
-        )
-    }
+    let store = vishnu::RedisStore::from_url(url).await.expect("redis");
+    floor_app(store.connection())
 }
 
 async fn tower_sessions_app(url: &str) -> Router {

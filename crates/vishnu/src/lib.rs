@@ -86,7 +86,7 @@ pub use crate::store::cookie::CookieStore;
 pub use crate::store::memcached::MemcachedStore;
 pub use crate::store::memory::MemoryStore;
 #[cfg(feature = "redis")]
-pub use crate::store::redis::RedisStore;
+pub use crate::store::redis::{RedisConnection, RedisStore};
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub use crate::store::sql::SqlStore;
 pub use crate::store::{Cleanup, SaveOutcome, SessionStore, StoreError};

@@ -253,6 +253,47 @@ mod standalone {
         assert_eq!(store.load(&key).await.expect("load"), None);
     }
 
+    /// Hundreds of commands in flight on the store's shared connection, from
+    /// four threads, of sizes that make requests write batches themselves,
+    /// one in seven abandoned at once (as a timeout would): every reply that
+    /// arrives is the one to its own command.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn every_reply_goes_to_its_own_command_under_load() {
+        let _servers = kv::SERVERS.read().await;
+        let Some(store) = standalone().await else {
+            return;
+        };
+        let connection = store.connection();
+        let tasks = (0..8).map(|task| {
+            let connection = connection.clone();
+            tokio::spawn(async move {
+                let calls = (0..400).map(|n| {
+                    let mut connection = connection.clone();
+                    async move {
+                        let payload = format!("{task}:{n}:{}", "x".repeat(n % 40 * 90));
+                        let mut echo = redis::cmd("ECHO");
+                        echo.arg(&payload);
+                        if n % 7 == 0 {
+                            let abandoned = tokio::time::timeout(
+                                Duration::ZERO,
+                                echo.query_async::<String>(&mut connection),
+                            );
+                            return abandoned.await.is_ok();
+                        }
+                        let reply: String = echo.query_async(&mut connection).await.expect("ECHO");
+                        assert_eq!(reply, payload);
+                        true
+                    }
+                });
+                futures_util::future::join_all(calls).await
+            })
+        });
+        for task in tasks {
+            let answered = task.await.expect("task");
+            assert!(answered.iter().filter(|a| **a).count() >= 340);
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn prefixes_keep_applications_apart() {
         let _servers = kv::SERVERS.read().await;

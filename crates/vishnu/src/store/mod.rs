@@ -37,6 +37,8 @@ pub use open::{open, supported};
 #[cfg(feature = "memcached")]
 pub mod memcached;
 #[cfg(feature = "redis")]
+mod pipelined;
+#[cfg(feature = "redis")]
 pub mod redis;
 
 /// A store failure: the store could not be reached, timed out, or returned garbage.

@@ -49,6 +49,16 @@
 //! script touches a single key, so under Redis Cluster it runs on the node
 //! that owns the key's slot.
 //!
+//! ## Connection
+//! A standalone server over TCP is spoken to through vishnu's own pipelined
+//! connection: one TCP connection that every request shares, its commands
+//! written in batches, each reply handed to its request in order. It does
+//! less work per request than redis-rs's `ConnectionManager` (BENCHMARKS.md
+//! has the figures). A Unix socket (`redis+unix://`), a URL asking for RESP3
+//! and Redis Cluster go through redis-rs's own connections.
+//! [`RedisStore::connection`] lends the store's connection to the
+//! application's own commands.
+//!
 //! ## Failures
 //! The connection is opened once and shared by every clone of the store; it
 //! reconnects by itself after a server restart. Every call is bounded by the
@@ -68,11 +78,15 @@ use std::time::Duration;
 use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use ::redis::cluster::ClusterClientBuilder;
 use ::redis::cluster_async::ClusterConnection;
-use ::redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Script, Value};
+use ::redis::{
+    Cmd, ConnectionAddr, ErrorKind, Pipeline, ProtocolVersion, RedisError, RedisFuture, Script,
+    Value,
+};
 use async_trait::async_trait;
 
 use crate::id::StoreKey;
 use crate::record::{Millis, Record};
+use crate::store::pipelined::{Pipelined, Target};
 use crate::store::{redact_url as redact, Cleanup, SaveOutcome, SessionStore, StoreError};
 
 /// The key prefix used unless [`RedisStore::with_prefix`] sets another.
@@ -245,10 +259,13 @@ pub struct RedisStore {
     target: Arc<str>,
 }
 
-/// The two kinds of connection behind one store type. Both multiplex every
+/// The kinds of connection behind one store type. All multiplex every
 /// request over shared connections and reconnect by themselves.
 #[derive(Clone)]
 enum Connection {
+    /// A standalone server over TCP: vishnu's own pipelined connection.
+    Pipelined(Pipelined),
+    /// A standalone server on a Unix socket, or spoken to in RESP3.
     Standalone(ConnectionManager),
     Cluster(ClusterConnection),
 }
@@ -256,6 +273,7 @@ enum Connection {
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
+            Self::Pipelined(c) => c.req_packed_command(cmd),
             Self::Standalone(c) => c.req_packed_command(cmd),
             Self::Cluster(c) => c.req_packed_command(cmd),
         }
@@ -268,6 +286,7 @@ impl ConnectionLike for Connection {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
+            Self::Pipelined(c) => c.req_packed_commands(cmd, offset, count),
             Self::Standalone(c) => c.req_packed_commands(cmd, offset, count),
             Self::Cluster(c) => c.req_packed_commands(cmd, offset, count),
         }
@@ -275,9 +294,46 @@ impl ConnectionLike for Connection {
 
     fn get_db(&self) -> i64 {
         match self {
+            Self::Pipelined(c) => c.get_db(),
             Self::Standalone(c) => c.get_db(),
             Self::Cluster(c) => c.get_db(),
         }
+    }
+}
+
+/// The connection a [`RedisStore`] sends its commands over (see
+/// [`RedisStore::connection`]): run any command of the `redis` crate (0.32)
+/// on it with `query_async`. Clones share it.
+#[derive(Clone)]
+pub struct RedisConnection(Connection);
+
+impl fmt::Debug for RedisConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.0 {
+            Connection::Pipelined(_) => "pipelined",
+            Connection::Standalone(_) => "connection manager",
+            Connection::Cluster(_) => "cluster",
+        };
+        f.debug_tuple("RedisConnection").field(&kind).finish()
+    }
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        self.0.req_packed_command(cmd)
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        self.0.req_packed_commands(cmd, offset, count)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.get_db()
     }
 }
 
@@ -326,6 +382,22 @@ impl RedisStore {
             } else {
                 let client = ::redis::Client::open(url)
                     .map_err(|e| StoreError::InvalidUrl(format!("Redis URL {target}: {e}")))?;
+                let info = client.get_connection_info();
+                if let (ConnectionAddr::Tcp(host, port), ProtocolVersion::RESP2) =
+                    (&info.addr, info.redis.protocol)
+                {
+                    let server = Target {
+                        host: host.clone(),
+                        port: *port,
+                        db: info.redis.db,
+                        username: info.redis.username.clone(),
+                        password: info.redis.password.clone(),
+                    };
+                    let connection = Pipelined::connect(server, CONNECT_TIMEOUT)
+                        .await
+                        .map_err(|e| connect_failure(&e, "Redis at", &target))?;
+                    return Ok(Connection::Pipelined(connection));
+                }
                 // No retry series inside the manager: its backoff would hold
                 // every call of an outage for seconds. A failed attempt fails
                 // the calls waiting on it at once, and the next call starts a
@@ -348,6 +420,29 @@ impl RedisStore {
             timeout: DEFAULT_TIMEOUT,
             target,
         })
+    }
+
+    /// The store's own connection, for the application's other Redis
+    /// commands: they then share its TCP connection (or its cluster
+    /// connections) and its reconnection instead of opening more.
+    ///
+    /// Every command is pipelined with the sessions' own, so a command that
+    /// holds the connection (`BLPOP`, `SUBSCRIBE`, `MONITOR`) or changes its
+    /// state (`SELECT`, `MULTI`, `CLIENT REPLY OFF`) would stall or corrupt
+    /// every session call: use a connection of your own for those. The
+    /// store's timeout does not apply to these commands.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = vishnu::RedisStore::from_url("redis://127.0.0.1:6379/0").await?;
+    /// let mut connection = store.connection();
+    /// let hits: i64 = redis::cmd("INCR").arg("hits").query_async(&mut connection).await?;
+    /// # let _ = hits;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn connection(&self) -> RedisConnection {
+        RedisConnection(self.connection.clone())
     }
 
     /// Puts `prefix` before every key (default `vishnu:`), to share a database

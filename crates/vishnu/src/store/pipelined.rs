@@ -1,0 +1,970 @@
+//! The connection [`RedisStore`](super::redis::RedisStore) keeps to one
+//! standalone Redis server: one TCP connection that every request of every
+//! clone of the store shares, pipelined.
+//!
+//! A request appends its command to the bytes waiting to be written and takes
+//! its place in the queue of replies. One driver task writes what has
+//! gathered and reads the replies, handing each, in order (Redis answers in
+//! order), to the request at the front of the queue. A request that brings
+//! the waiting bytes to 2 KiB while the driver is not writing writes them
+//! itself, at once: Redis then works on that batch while the application
+//! prepares the next, rather than waiting for one large batch.
+//!
+//! redis-rs's `ConnectionManager` does the same through a general-purpose
+//! pipeline (a channel message per request, a combinator parser, batches cut
+//! at 8 KiB); this one does only what the store needs, with less work per
+//! request (BENCHMARKS.md has the measurements). The reply parser reads the
+//! RESP2 replies a standalone server sends; error replies go to redis-rs's
+//! own parser, so that they carry its error kinds (`NOSCRIPT`, `WRONGTYPE`).
+//!
+//! - A request whose future is dropped (a timeout) keeps its place in the
+//!   queue: its reply is read and thrown away, never handed to the next one.
+//! - When the connection breaks, every request in the queue fails: it may or
+//!   may not have been applied, so it is not sent again. The next request
+//!   connects anew. Requests that arrive while an attempt to connect is under
+//!   way wait for it and share its outcome; a failed attempt fails them at
+//!   once, and the request after them starts a new attempt.
+//! - A reply that is not valid RESP2, or one that no request is waiting
+//!   for, breaks the connection rather than risk handing a request another's
+//!   reply.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use ::redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Value};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use tokio::sync::oneshot;
+
+/// The longest bulk reply accepted (Redis's own limit for a string).
+const MAX_BULK: usize = 512 * 1024 * 1024;
+/// The most elements an array reply may declare.
+const MAX_ARRAY: usize = 1 << 20;
+/// How deeply arrays may nest.
+const MAX_DEPTH: usize = 8;
+/// A request that brings the queued bytes to this many writes them itself.
+const FLUSH_AT: usize = 2 * 1024;
+/// How many times one poll of the driver may write and read before it yields.
+const DRIVER_ROUNDS: usize = 32;
+/// The driver's free space before each read.
+const READ_CHUNK: usize = 16 * 1024;
+/// A buffer grown past this by one large command or reply is given back.
+const KEEP_BUFFER: usize = 1 << 20;
+
+/// Where and how to connect: a TCP server, and the handshake it needs.
+#[derive(Clone, Debug)]
+pub(crate) struct Target {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) db: i64,
+    pub(crate) username: Option<String>,
+    pub(crate) password: Option<String>,
+}
+
+/// A handle on the shared connection; clones share it.
+#[derive(Clone)]
+pub(crate) struct Pipelined {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    target: Target,
+    connect_timeout: Duration,
+    /// The current connection, if one was made (it may have broken since).
+    wire: Mutex<Option<Arc<Wire>>>,
+    /// Held by the request that is connecting; the others wait for it.
+    connecting: tokio::sync::Mutex<()>,
+    /// How many attempts to connect have ended, and how the last one failed.
+    attempts: Mutex<(u64, Option<Failure>)>,
+}
+
+impl Drop for Shared {
+    /// The last handle is gone: close the connection (its tasks hold the
+    /// wire, not the handle, and would otherwise keep it open).
+    fn drop(&mut self) {
+        if let Some(wire) = lock(&self.wire).take() {
+            wire.break_with(io::ErrorKind::NotConnected);
+        }
+    }
+}
+
+/// Why an attempt to connect failed, kept to fail the requests that waited for it.
+#[derive(Clone)]
+enum Failure {
+    Io(io::ErrorKind, String),
+    Server(String),
+}
+
+impl Failure {
+    fn of(e: &RedisError) -> Self {
+        match e.kind() {
+            ErrorKind::IoError => Failure::Io(
+                e.as_io_kind().unwrap_or(io::ErrorKind::Other),
+                e.to_string(),
+            ),
+            _ => Failure::Server(e.to_string()),
+        }
+    }
+
+    fn error(&self) -> RedisError {
+        match self {
+            Failure::Io(kind, why) => io::Error::new(*kind, why.clone()).into(),
+            Failure::Server(why) => (
+                ErrorKind::ResponseError,
+                "connecting to Redis failed",
+                why.clone(),
+            )
+                .into(),
+        }
+    }
+}
+
+/// `RedisError` keeps its I/O error private; its kind is what a retry needs.
+trait IoKind {
+    fn as_io_kind(&self) -> Option<io::ErrorKind>;
+}
+
+impl IoKind for RedisError {
+    fn as_io_kind(&self) -> Option<io::ErrorKind> {
+        if self.is_connection_refusal() {
+            Some(io::ErrorKind::ConnectionRefused)
+        } else if self.is_timeout() {
+            Some(io::ErrorKind::TimedOut)
+        } else if self.is_connection_dropped() {
+            Some(io::ErrorKind::ConnectionReset)
+        } else {
+            None
+        }
+    }
+}
+
+/// One TCP connection: what waits to be written, and who waits for replies.
+struct Wire {
+    queue: Mutex<Queue>,
+    /// False once broken: a cheap check before taking the queue's lock.
+    open: AtomicBool,
+    /// The driver's task, stopped when the wire breaks.
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+struct Queue {
+    /// Commands not yet handed to the writer.
+    out: Vec<u8>,
+    /// One entry per request sent, in the order its replies will arrive.
+    waiting: VecDeque<Waiter>,
+    /// Set when the wire broke: why.
+    broken: Option<io::ErrorKind>,
+    /// The driver holds bytes not yet all written: nobody else may write.
+    writing: bool,
+    /// The socket, shared with the driver: a request that fills a batch
+    /// writes it itself. Dropped when the wire breaks, so that the socket
+    /// closes as soon as the driver is gone too.
+    stream: Option<Arc<tokio::net::TcpStream>>,
+    /// The driver, waiting for something to write.
+    waker: Option<Waker>,
+}
+
+/// A request waiting for its reply (or, for a pipeline, its replies).
+enum Waiter {
+    One(oneshot::Sender<Result<Value, RedisError>>),
+    Many {
+        tx: oneshot::Sender<Result<Vec<Value>, RedisError>>,
+        /// Replies still to be skipped (a transaction's `OK` and `QUEUED`s).
+        skip: usize,
+        /// How many replies the caller wants after those.
+        take: usize,
+        got: Vec<Value>,
+    },
+}
+
+impl Waiter {
+    fn fail(self, e: RedisError) {
+        // A receiver that is gone (a dropped request) needs no answer.
+        match self {
+            Waiter::One(tx) => drop(tx.send(Err(e))),
+            Waiter::Many { tx, .. } => drop(tx.send(Err(e))),
+        }
+    }
+}
+
+/// The wire broke before the request could be queued: nothing was sent.
+struct NotSent;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here is short and cannot panic halfway.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn broken(kind: io::ErrorKind) -> RedisError {
+    io::Error::new(kind, "the connection to Redis broke").into()
+}
+
+fn protocol(why: String) -> RedisError {
+    (ErrorKind::ParseError, "invalid reply from Redis", why).into()
+}
+
+impl Wire {
+    fn new(stream: Arc<tokio::net::TcpStream>) -> Self {
+        Self {
+            queue: Mutex::new(Queue {
+                out: Vec::new(),
+                waiting: VecDeque::new(),
+                broken: None,
+                writing: false,
+                stream: Some(stream),
+                waker: None,
+            }),
+            open: AtomicBool::new(true),
+            tasks: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Queues a request: `write` appends its bytes, `waiter` takes its replies.
+    fn send(&self, write: impl FnOnce(&mut Vec<u8>), waiter: Waiter) -> Result<(), NotSent> {
+        let mut queue = lock(&self.queue);
+        if queue.broken.is_some() {
+            return Err(NotSent);
+        }
+        // A non-empty buffer already has the driver's attention.
+        let mut driver = if queue.out.is_empty() {
+            queue.waker.take()
+        } else {
+            None
+        };
+        write(&mut queue.out);
+        queue.waiting.push_back(waiter);
+        if queue.out.len() >= FLUSH_AT && !queue.writing {
+            // A full batch goes out now, rather than when the driver next
+            // runs: Redis starts on it while later requests are still
+            // being prepared.
+            let written = match &queue.stream {
+                Some(stream) => stream.try_write(&queue.out).unwrap_or(0),
+                None => 0,
+            };
+            queue.out.drain(..written);
+            if !queue.out.is_empty() && driver.is_none() {
+                driver = queue.waker.take();
+            }
+        }
+        drop(queue);
+        if let Some(driver) = driver {
+            driver.wake();
+        }
+        Ok(())
+    }
+
+    /// Marks the wire broken, fails every waiting request and stops the tasks.
+    fn break_with(&self, kind: io::ErrorKind) {
+        let waiting = {
+            let mut queue = lock(&self.queue);
+            if queue.broken.is_some() {
+                return;
+            }
+            queue.broken = Some(kind);
+            queue.out = Vec::new();
+            queue.waker = None;
+            queue.stream = None;
+            std::mem::take(&mut queue.waiting)
+        };
+        self.open.store(false, Ordering::Release);
+        for waiter in waiting {
+            waiter.fail(broken(kind));
+        }
+        for task in lock(&self.tasks).drain(..) {
+            task.abort();
+        }
+    }
+
+    /// Hands parsed replies to the requests at the front of the queue.
+    fn deliver(&self, replies: &mut Vec<Value>) -> Result<(), ()> {
+        let mut queue = lock(&self.queue);
+        for reply in replies.drain(..) {
+            let Some(front) = queue.waiting.front_mut() else {
+                // A reply nobody asked for: the stream is out of step.
+                return Err(());
+            };
+            match front {
+                Waiter::One(_) => {
+                    if let Some(Waiter::One(tx)) = queue.waiting.pop_front() {
+                        drop(tx.send(Ok(reply)));
+                    }
+                }
+                Waiter::Many {
+                    skip, take, got, ..
+                } => {
+                    if *skip > 0 {
+                        *skip -= 1;
+                    } else {
+                        got.push(reply);
+                    }
+                    if *skip == 0 && got.len() >= *take {
+                        if let Some(Waiter::Many { tx, got, .. }) = queue.waiting.pop_front() {
+                            drop(tx.send(Ok(got)));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Stops a wire when its driver ends, however it ends (an error, or the
+/// runtime shutting down and dropping the task).
+struct Closer(Arc<Wire>);
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.0.break_with(io::ErrorKind::ConnectionAborted);
+    }
+}
+
+/// The connection's one task: writes what requests queued and reads their
+/// replies, in the same poll, without blocking on either (a write that the
+/// socket cannot take yet never stops replies from being read).
+struct Driver {
+    closer: Closer,
+    stream: Arc<tokio::net::TcpStream>,
+    /// Bytes being written, and how many of them are written.
+    sending: Vec<u8>,
+    sent: usize,
+    received: Vec<u8>,
+    replies: Vec<Value>,
+}
+
+impl Driver {
+    /// Writes as much as the socket takes. `Ok(true)` if anything was written.
+    fn write(&mut self, cx: &mut Context<'_>) -> Result<bool, io::ErrorKind> {
+        let wire = &self.closer.0;
+        let mut progress = false;
+        loop {
+            if self.sent == self.sending.len() {
+                self.sending.clear();
+                self.sent = 0;
+                if self.sending.capacity() > KEEP_BUFFER {
+                    self.sending = Vec::new();
+                }
+                let mut queue = lock(&wire.queue);
+                if let Some(kind) = queue.broken {
+                    return Err(kind);
+                }
+                std::mem::swap(&mut queue.out, &mut self.sending);
+                queue.writing = !self.sending.is_empty();
+                if self.sending.is_empty() {
+                    // Woken by the next request that finds nothing queued.
+                    match &queue.waker {
+                        Some(w) if w.will_wake(cx.waker()) => {}
+                        _ => queue.waker = Some(cx.waker().clone()),
+                    }
+                    return Ok(progress);
+                }
+            }
+            match self.stream.try_write(&self.sending[self.sent..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero),
+                Ok(n) => {
+                    self.sent += n;
+                    progress = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match self.stream.poll_write_ready(cx) {
+                        Poll::Ready(Ok(())) => {}
+                        Poll::Ready(Err(e)) => return Err(e.kind()),
+                        Poll::Pending => return Ok(progress),
+                    }
+                }
+                Err(e) => return Err(e.kind()),
+            }
+        }
+    }
+
+    /// Reads what has arrived and hands out every complete reply.
+    /// `Ok(true)` if anything was read.
+    fn read(&mut self, cx: &mut Context<'_>) -> Result<bool, io::ErrorKind> {
+        let mut progress = false;
+        loop {
+            self.received.reserve(READ_CHUNK);
+            match self.stream.try_read_buf(&mut self.received) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof),
+                Ok(_) => {
+                    progress = true;
+                    self.deliver()?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match self.stream.poll_read_ready(cx) {
+                        Poll::Ready(Ok(())) => {}
+                        Poll::Ready(Err(e)) => return Err(e.kind()),
+                        Poll::Pending => return Ok(progress),
+                    }
+                }
+                Err(e) => return Err(e.kind()),
+            }
+        }
+    }
+
+    fn deliver(&mut self) -> Result<(), io::ErrorKind> {
+        let mut at = 0;
+        loop {
+            match parse(&self.received[at..], 0) {
+                Ok(Some((reply, used))) => {
+                    self.replies.push(reply);
+                    at += used;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "invalid reply from Redis: reconnecting");
+                    return Err(io::ErrorKind::InvalidData);
+                }
+            }
+        }
+        self.received.drain(..at);
+        if self.received.is_empty() && self.received.capacity() > KEEP_BUFFER {
+            self.received = Vec::with_capacity(READ_CHUNK);
+        }
+        if !self.replies.is_empty() && self.closer.0.deliver(&mut self.replies).is_err() {
+            tracing::error!("a reply from Redis that no request was waiting for: reconnecting");
+            return Err(io::ErrorKind::InvalidData);
+        }
+        Ok(())
+    }
+}
+
+impl Future for Driver {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        // Bounded, so that a connection kept busy by other threads still
+        // lets this one run its other tasks.
+        for _ in 0..DRIVER_ROUNDS {
+            let outcome = this.write(cx).and_then(|wrote| Ok(this.read(cx)? | wrote));
+            match outcome {
+                // Something moved: what it freed up may allow more.
+                Ok(true) => {}
+                Ok(false) => return Poll::Pending,
+                Err(kind) => {
+                    this.closer.0.break_with(kind);
+                    return Poll::Ready(());
+                }
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// The first complete reply in `buf` and its length in bytes, or `None` if
+/// it has not all arrived yet.
+fn parse(buf: &[u8], depth: usize) -> Result<Option<(Value, usize)>, RedisError> {
+    let Some((&kind, _)) = buf.split_first() else {
+        return Ok(None);
+    };
+    let Some(cr) = memchr::memchr(b'\r', buf) else {
+        return Ok(None);
+    };
+    match buf.get(cr + 1) {
+        None => return Ok(None),
+        Some(b'\n') => {}
+        Some(_) => return Err(protocol("a line not ended by CRLF".to_owned())),
+    }
+    let line = &buf[1..cr];
+    let after = cr + 2;
+    let value = match kind {
+        b'+' if line == b"OK" => Value::Okay,
+        b'+' => Value::SimpleString(String::from_utf8_lossy(line).into_owned()),
+        // redis-rs's parser, for its error kinds (NOSCRIPT, WRONGTYPE, ...).
+        b'-' => ::redis::parse_redis_value(&buf[..after])?,
+        b':' => Value::Int(number(line)?),
+        b'$' => {
+            let len = number(line)?;
+            if len == -1 {
+                return Ok(Some((Value::Nil, after)));
+            }
+            let len = usize::try_from(len)
+                .ok()
+                .filter(|&l| l <= MAX_BULK)
+                .ok_or_else(|| protocol(format!("a bulk reply of length {len}")))?;
+            let Some(end) = after.checked_add(len) else {
+                return Err(protocol(format!("a bulk reply of length {len}")));
+            };
+            match buf.get(end..end + 2) {
+                None => return Ok(None),
+                Some(b"\r\n") => {}
+                Some(_) => return Err(protocol("a bulk reply not ended by CRLF".to_owned())),
+            }
+            return Ok(Some((Value::BulkString(buf[after..end].to_vec()), end + 2)));
+        }
+        b'*' => {
+            let count = number(line)?;
+            if count == -1 {
+                return Ok(Some((Value::Nil, after)));
+            }
+            let count = usize::try_from(count)
+                .ok()
+                .filter(|&c| c <= MAX_ARRAY)
+                .ok_or_else(|| protocol(format!("an array reply of {count} elements")))?;
+            if depth >= MAX_DEPTH {
+                return Err(protocol("arrays nested too deeply".to_owned()));
+            }
+            let mut items = Vec::with_capacity(count.min(64));
+            let mut at = after;
+            for _ in 0..count {
+                match parse(&buf[at..], depth + 1)? {
+                    Some((item, used)) => {
+                        items.push(item);
+                        at += used;
+                    }
+                    None => return Ok(None),
+                }
+            }
+            return Ok(Some((Value::Array(items), at)));
+        }
+        other => return Err(protocol(format!("a reply of type {:?}", char::from(other)))),
+    };
+    Ok(Some((value, after)))
+}
+
+/// A reply's decimal integer.
+fn number(line: &[u8]) -> Result<i64, RedisError> {
+    std::str::from_utf8(line)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(|| {
+            protocol(format!(
+                "{:?} is not a number",
+                String::from_utf8_lossy(line)
+            ))
+        })
+}
+
+impl Pipelined {
+    /// Connects to `target` (each attempt bounded by `connect_timeout`).
+    pub(crate) async fn connect(
+        target: Target,
+        connect_timeout: Duration,
+    ) -> Result<Self, RedisError> {
+        let handle = Self {
+            shared: Arc::new(Shared {
+                target,
+                connect_timeout,
+                wire: Mutex::new(None),
+                connecting: tokio::sync::Mutex::new(()),
+                attempts: Mutex::new((0, None)),
+            }),
+        };
+        handle.wire().await?;
+        Ok(handle)
+    }
+
+    /// The database the connection selects.
+    pub(crate) fn db(&self) -> i64 {
+        self.shared.target.db
+    }
+
+    fn live(&self) -> Option<Arc<Wire>> {
+        lock(&self.shared.wire)
+            .as_ref()
+            .filter(|w| w.open.load(Ordering::Acquire))
+            .cloned()
+    }
+
+    /// The open connection, connecting if there is none.
+    async fn wire(&self) -> Result<Arc<Wire>, RedisError> {
+        if let Some(wire) = self.live() {
+            return Ok(wire);
+        }
+        let seen = lock(&self.shared.attempts).0;
+        let _connecting = self.shared.connecting.lock().await;
+        if let Some(wire) = self.live() {
+            return Ok(wire);
+        }
+        {
+            // An attempt ended while this request waited: share its failure.
+            let attempts = lock(&self.shared.attempts);
+            if let (ended, Some(failure)) = &*attempts {
+                if *ended != seen {
+                    return Err(failure.error());
+                }
+            }
+        }
+        let outcome = open(&self.shared.target, self.shared.connect_timeout).await;
+        let mut attempts = lock(&self.shared.attempts);
+        attempts.0 += 1;
+        match outcome {
+            Ok(wire) => {
+                attempts.1 = None;
+                drop(attempts);
+                let previous = lock(&self.shared.wire).replace(wire.clone());
+                if let Some(previous) = previous {
+                    previous.break_with(io::ErrorKind::NotConnected);
+                }
+                Ok(wire)
+            }
+            Err(e) => {
+                attempts.1 = Some(Failure::of(&e));
+                Err(e)
+            }
+        }
+    }
+
+    /// Sends one command and waits for its reply. A connection that broke
+    /// before the command was queued is replaced once: nothing was sent on it.
+    pub(crate) async fn request(&self, cmd: &Cmd) -> Result<Value, RedisError> {
+        for _ in 0..2 {
+            let wire = self.wire().await?;
+            let (tx, rx) = oneshot::channel();
+            if wire
+                .send(|out| cmd.write_packed_command(out), Waiter::One(tx))
+                .is_ok()
+            {
+                return rx
+                    .await
+                    .unwrap_or_else(|_| Err(broken(io::ErrorKind::ConnectionAborted)));
+            }
+        }
+        Err(broken(io::ErrorKind::NotConnected))
+    }
+
+    /// Sends a pipeline and waits for its replies: `count` of them, after `offset` skipped.
+    pub(crate) async fn request_many(
+        &self,
+        pipeline: &Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> Result<Vec<Value>, RedisError> {
+        let packed = pipeline.get_packed_pipeline();
+        for _ in 0..2 {
+            let wire = self.wire().await?;
+            let (tx, rx) = oneshot::channel();
+            let waiter = Waiter::Many {
+                tx,
+                skip: offset,
+                take: count,
+                got: Vec::with_capacity(count),
+            };
+            if wire
+                .send(|out| out.extend_from_slice(&packed), waiter)
+                .is_ok()
+            {
+                return rx
+                    .await
+                    .unwrap_or_else(|_| Err(broken(io::ErrorKind::ConnectionAborted)));
+            }
+        }
+        Err(broken(io::ErrorKind::NotConnected))
+    }
+}
+
+impl ::redis::aio::ConnectionLike for Pipelined {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(self.request(cmd))
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(self.request_many(cmd, offset, count))
+    }
+
+    fn get_db(&self) -> i64 {
+        self.db()
+    }
+}
+
+/// Opens a connection and makes the handshake, within `timeout`.
+async fn open(target: &Target, timeout: Duration) -> Result<Arc<Wire>, RedisError> {
+    let stream = tokio::time::timeout(timeout, tcp(target))
+        .await
+        .map_err(|_| broken_timeout())??;
+    let stream = Arc::new(stream);
+    let wire = Arc::new(Wire::new(stream.clone()));
+    let driver = tokio::spawn(Driver {
+        closer: Closer(wire.clone()),
+        stream,
+        sending: Vec::new(),
+        sent: 0,
+        received: Vec::with_capacity(READ_CHUNK),
+        replies: Vec::new(),
+    });
+    lock(&wire.tasks).push(driver.abort_handle());
+    let handshake = tokio::time::timeout(timeout, handshake(&wire, target)).await;
+    match handshake {
+        Ok(Ok(())) => Ok(wire),
+        Ok(Err(e)) => {
+            wire.break_with(io::ErrorKind::NotConnected);
+            Err(e)
+        }
+        Err(_) => {
+            wire.break_with(io::ErrorKind::TimedOut);
+            Err(broken_timeout())
+        }
+    }
+}
+
+fn broken_timeout() -> RedisError {
+    io::Error::new(io::ErrorKind::TimedOut, "connecting to Redis timed out").into()
+}
+
+/// A TCP connection to the first of the host's addresses that accepts one.
+async fn tcp(target: &Target) -> Result<tokio::net::TcpStream, RedisError> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "the host has no address");
+    for addr in tokio::net::lookup_host((target.host.as_str(), target.port)).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }?;
+        // Notices a peer that vanished without closing, as redis-rs's keep-alive does.
+        socket.set_keepalive(true)?;
+        match socket.connect(addr).await {
+            Ok(stream) => {
+                stream.set_nodelay(true)?;
+                return Ok(stream);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last.into())
+}
+
+/// `AUTH` and `SELECT` as the URL asks, then `PING`: a server that accepts
+/// the connection but never answers fails here, not on the first request.
+async fn handshake(wire: &Wire, target: &Target) -> Result<(), RedisError> {
+    let mut commands = Vec::new();
+    if let Some(password) = &target.password {
+        let mut auth = ::redis::cmd("AUTH");
+        if let Some(user) = &target.username {
+            auth.arg(user);
+        }
+        auth.arg(password);
+        commands.push(auth);
+    }
+    if target.db != 0 {
+        commands.push(::redis::cmd("SELECT").arg(target.db).clone());
+    }
+    commands.push(::redis::cmd("PING"));
+    let mut replies = Vec::new();
+    for cmd in &commands {
+        let (tx, rx) = oneshot::channel();
+        wire.send(|out| cmd.write_packed_command(out), Waiter::One(tx))
+            .map_err(|NotSent| broken(io::ErrorKind::NotConnected))?;
+        replies.push(rx);
+    }
+    for rx in replies {
+        let reply = rx
+            .await
+            .unwrap_or_else(|_| Err(broken(io::ErrorKind::ConnectionAborted)))?;
+        reply.extract_error()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn whole(bytes: &[u8]) -> Value {
+        let (value, used) = parse(bytes, 0).expect("valid").expect("complete");
+        assert_eq!(used, bytes.len(), "{bytes:?}");
+        value
+    }
+
+    #[test]
+    fn parses_the_replies_a_standalone_server_sends() {
+        assert_eq!(whole(b"+OK\r\n"), Value::Okay);
+        assert_eq!(whole(b"+PONG\r\n"), Value::SimpleString("PONG".to_owned()));
+        assert_eq!(whole(b":-42\r\n"), Value::Int(-42));
+        assert_eq!(whole(b"$-1\r\n"), Value::Nil);
+        assert_eq!(whole(b"*-1\r\n"), Value::Nil);
+        assert_eq!(whole(b"$0\r\n\r\n"), Value::BulkString(Vec::new()));
+        assert_eq!(
+            whole(b"$4\r\na\r\nb\r\n"),
+            Value::BulkString(b"a\r\nb".to_vec())
+        );
+        assert_eq!(
+            whole(b"*3\r\n$1\r\nx\r\n$-1\r\n*1\r\n:1\r\n"),
+            Value::Array(vec![
+                Value::BulkString(b"x".to_vec()),
+                Value::Nil,
+                Value::Array(vec![Value::Int(1)]),
+            ])
+        );
+        let err = whole(b"-NOSCRIPT No matching script.\r\n")
+            .extract_error()
+            .expect_err("an error reply");
+        assert_eq!(err.kind(), ErrorKind::NoScriptError);
+        let err = whole(b"-WRONGTYPE Operation against a key\r\n")
+            .extract_error()
+            .expect_err("an error reply");
+        assert_eq!(err.code(), Some("WRONGTYPE"));
+    }
+
+    #[test]
+    fn an_incomplete_reply_waits_for_more_bytes() {
+        let reply = b"*2\r\n$5\r\nhello\r\n:7\r\n";
+        for end in 0..reply.len() {
+            assert_eq!(
+                parse(&reply[..end], 0).expect("valid so far"),
+                None,
+                "{end}"
+            );
+        }
+        let mut two = reply.to_vec();
+        two.extend_from_slice(b"+OK\r\n");
+        let (_, used) = parse(&two, 0).expect("valid").expect("complete");
+        assert_eq!(used, reply.len());
+    }
+
+    /// A scripted server: answers the handshake's `PING`, then hands the
+    /// connection to the test.
+    async fn scripted() -> (tokio::net::TcpListener, Target) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let target = Target {
+            host: "127.0.0.1".to_owned(),
+            port,
+            db: 0,
+            username: None,
+            password: None,
+        };
+        (listener, target)
+    }
+
+    /// Accepts a connection, reads until `seen` has arrived, and answers the
+    /// handshake's `PING`.
+    async fn accept(listener: &tokio::net::TcpListener) -> tokio::net::TcpStream {
+        let (mut stream, _) = listener.accept().await.expect("accept");
+        read_until(&mut stream, b"PING").await;
+        stream.write_all(b"+PONG\r\n").await.expect("write");
+        stream
+    }
+
+    async fn read_until(stream: &mut tokio::net::TcpStream, seen: &[u8]) {
+        let mut got = Vec::new();
+        while !got.windows(seen.len()).any(|w| w == seen) {
+            let mut chunk = [0u8; 1024];
+            let n = stream.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "closed before {seen:?}");
+            got.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    fn get(key: &str) -> Cmd {
+        let mut cmd = ::redis::cmd("GET");
+        cmd.arg(key);
+        cmd
+    }
+
+    #[tokio::test]
+    async fn a_dropped_request_keeps_its_place_and_its_reply_is_thrown_away() {
+        let (listener, target) = scripted().await;
+        let server = tokio::spawn(async move {
+            let mut stream = accept(&listener).await;
+            // Both requests arrive before either is answered.
+            read_until(&mut stream, b"second").await;
+            stream
+                .write_all(b"$5\r\nfirst\r\n$6\r\nsecond\r\n")
+                .await
+                .expect("write");
+            stream
+        });
+        let connection = Pipelined::connect(target, Duration::from_secs(2))
+            .await
+            .expect("connect");
+        let first = get("first");
+        let abandoned =
+            tokio::time::timeout(Duration::from_millis(50), connection.request(&first)).await;
+        assert!(abandoned.is_err(), "the server has not answered yet");
+        let second = connection.request(&get("second")).await.expect("reply");
+        assert_eq!(second, Value::BulkString(b"second".to_vec()));
+        drop(server.await.expect("server"));
+    }
+
+    #[tokio::test]
+    async fn a_reply_nobody_asked_for_breaks_the_connection_and_the_next_request_reconnects() {
+        let (listener, target) = scripted().await;
+        let server = tokio::spawn(async move {
+            let mut stream = accept(&listener).await;
+            stream.write_all(b"+STRAY\r\n").await.expect("write");
+            // The client hangs up on the stray reply.
+            let mut rest = Vec::new();
+            let _ = stream.read_to_end(&mut rest).await;
+            let mut stream = accept(&listener).await;
+            read_until(&mut stream, b"again").await;
+            stream.write_all(b":7\r\n").await.expect("write");
+            stream
+        });
+        let connection = Pipelined::connect(target, Duration::from_secs(2))
+            .await
+            .expect("connect");
+        let mut reply = None;
+        for _ in 0..100 {
+            if connection.live().is_none() {
+                reply = Some(
+                    connection
+                        .request(&get("again"))
+                        .await
+                        .expect("reconnected"),
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            reply,
+            Some(Value::Int(7)),
+            "the stray reply broke the connection"
+        );
+        drop(server.await.expect("server"));
+    }
+
+    #[tokio::test]
+    async fn requests_in_flight_fail_when_the_connection_breaks() {
+        let (listener, target) = scripted().await;
+        let server = tokio::spawn(async move {
+            let mut stream = accept(&listener).await;
+            read_until(&mut stream, b"lost").await;
+            drop(stream);
+            listener
+        });
+        let connection = Pipelined::connect(target, Duration::from_secs(2))
+            .await
+            .expect("connect");
+        let err = connection
+            .request(&get("lost"))
+            .await
+            .expect_err("the server hung up");
+        assert!(err.is_io_error(), "{err:?}");
+        drop(server.await.expect("server"));
+    }
+
+    #[test]
+    fn malformed_replies_are_errors_not_panics() {
+        for bad in [
+            &b"?what\r\n"[..],
+            b"$abc\r\n",
+            b"$-2\r\n",
+            b"$3\r\nabcXY",
+            b":1\rX",
+            b"*-5\r\n",
+            b"$99999999999999999999\r\n",
+            b"$9223372036854775807\r\n",
+            b"*9223372036854775807\r\n",
+            b"%1\r\n",
+        ] {
+            assert!(parse(bad, 0).is_err(), "{bad:?}");
+        }
+        let deep = "*1\r\n".repeat(MAX_DEPTH + 1) + ":1\r\n";
+        assert!(parse(deep.as_bytes(), 0).is_err());
+    }
+}
