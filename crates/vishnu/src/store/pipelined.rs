@@ -49,6 +49,12 @@ const MAX_ARRAY: usize = 1 << 20;
 const MAX_DEPTH: usize = 8;
 /// A request that brings the queued bytes to this many writes them itself.
 const FLUSH_AT: usize = 2 * 1024;
+/// The most requests that may wait for replies on one connection. A server
+/// that falls this far behind has its connection replaced.
+#[cfg(not(test))]
+const MAX_WAITING: usize = 100_000;
+#[cfg(test)]
+const MAX_WAITING: usize = 64;
 /// How many times one poll of the driver may write and read before it yields.
 const DRIVER_ROUNDS: usize = 32;
 /// The driver's free space before each read.
@@ -228,6 +234,19 @@ impl Wire {
     fn send(&self, write: impl FnOnce(&mut Vec<u8>), waiter: Waiter) -> Result<(), NotSent> {
         let mut queue = lock(&self.queue);
         if queue.broken.is_some() {
+            return Err(NotSent);
+        }
+        if queue.waiting.len() >= MAX_WAITING {
+            // A server this far behind (or hung) would otherwise let the
+            // queue and its bytes grow without end: the connection is
+            // given up, its requests fail as timed out, and this one
+            // waits for a new connection.
+            drop(queue);
+            tracing::warn!(
+                waiting = MAX_WAITING,
+                "Redis is not answering: reconnecting"
+            );
+            self.break_with(io::ErrorKind::TimedOut);
             return Err(NotSent);
         }
         // A non-empty buffer already has the driver's attention.
@@ -929,6 +948,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_server_too_far_behind_has_its_connection_replaced() {
+        let (listener, target) = scripted().await;
+        let server = tokio::spawn(async move {
+            // The first connection takes commands and never answers them.
+            let silent = accept(&listener).await;
+            let mut stream = accept(&listener).await;
+            read_until(&mut stream, b"fresh").await;
+            stream.write_all(b"$5\r\nfresh\r\n").await.expect("write");
+            (silent, stream)
+        });
+        let connection = Pipelined::connect(target, Duration::from_secs(2))
+            .await
+            .expect("connect");
+        let stuck = get("stuck");
+        let mut waiting = Vec::new();
+        for _ in 0..MAX_WAITING {
+            let connection = connection.clone();
+            let stuck = stuck.clone();
+            waiting.push(tokio::spawn(
+                async move { connection.request(&stuck).await },
+            ));
+        }
+        let queued = || {
+            connection
+                .live()
+                .map_or(0, |wire| lock(&wire.queue).waiting.len())
+        };
+        while queued() < MAX_WAITING {
+            tokio::task::yield_now().await;
+        }
+        let fresh = tokio::time::timeout(Duration::from_secs(5), connection.request(&get("fresh")))
+            .await
+            .expect("not queued behind the stuck requests")
+            .expect("a new connection");
+        assert_eq!(fresh, Value::BulkString(b"fresh".to_vec()));
+        for request in waiting {
+            let err = request.await.expect("task").expect_err("given up");
+            assert!(err.is_timeout(), "{err:?}");
+        }
+        drop(server.await.expect("server"));
+    }
+
+    #[tokio::test]
     async fn requests_in_flight_fail_when_the_connection_breaks() {
         let (listener, target) = scripted().await;
         let server = tokio::spawn(async move {
@@ -946,6 +1008,59 @@ mod tests {
             .expect_err("the server hung up");
         assert!(err.is_io_error(), "{err:?}");
         drop(server.await.expect("server"));
+    }
+
+    /// A reply as a server would send it.
+    fn encode(value: &Value, out: &mut Vec<u8>) {
+        match value {
+            Value::Nil => out.extend_from_slice(b"$-1\r\n"),
+            Value::Okay => out.extend_from_slice(b"+OK\r\n"),
+            Value::Int(n) => out.extend_from_slice(format!(":{n}\r\n").as_bytes()),
+            Value::BulkString(bytes) => {
+                out.extend_from_slice(format!("${}\r\n", bytes.len()).as_bytes());
+                out.extend_from_slice(bytes);
+                out.extend_from_slice(b"\r\n");
+            }
+            Value::Array(items) => {
+                out.extend_from_slice(format!("*{}\r\n", items.len()).as_bytes());
+                for item in items {
+                    encode(item, out);
+                }
+            }
+            other => unreachable!("not generated: {other:?}"),
+        }
+    }
+
+    fn reply() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Nil),
+            Just(Value::Okay),
+            any::<i64>().prop_map(Value::Int),
+            proptest::collection::vec(any::<u8>(), 0..64).prop_map(Value::BulkString),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            proptest::collection::vec(inner, 0..6).prop_map(Value::Array)
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_reply_parses_whole_and_no_prefix_of_it_does(value in reply()) {
+            let mut bytes = Vec::new();
+            encode(&value, &mut bytes);
+            proptest::prop_assert_eq!(whole(&bytes), value);
+            for end in 0..bytes.len() {
+                proptest::prop_assert!(parse(&bytes[..end], 0).expect("valid so far").is_none());
+            }
+        }
+
+        #[test]
+        fn any_bytes_parse_or_fail_without_panicking(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            if let Ok(Some((_, used))) = parse(&bytes, 0) {
+                proptest::prop_assert!(used <= bytes.len());
+            }
+        }
     }
 
     #[test]
