@@ -817,20 +817,21 @@ pub(crate) async fn persist(
     let existing = session.state().live.as_ref().map(|l| l.key.clone());
     let _turn = match (&existing, server) {
         (Some(key), Some(_)) => {
-            let lock = write_lock(config, key);
             // Uncontended (the usual case): no timer to arm.
-            match lock.try_lock() {
+            match config.turns.try_take(key) {
                 Ok(turn) => Some(turn),
                 // Boxed: waiting is rare, and its timer inline would make
                 // every save's future larger.
-                Err(_) => match Box::pin(tokio::time::timeout_at(deadline, lock.lock())).await {
-                    Ok(turn) => {
-                        // The first attempt starts after the wait for the turn.
-                        started = std::time::Instant::now();
-                        Some(turn)
+                Err(ticket) => {
+                    match Box::pin(tokio::time::timeout_at(deadline, ticket.wait())).await {
+                        Ok(turn) => {
+                            // The first attempt starts after the wait for the turn.
+                            started = std::time::Instant::now();
+                            Some(turn)
+                        }
+                        Err(_) => return Err(gave_up(0)),
                     }
-                    Err(_) => return Err(gave_up(0)),
-                },
+                }
             }
         }
         _ => None,
@@ -1074,16 +1075,6 @@ async fn discard(store: &Metered, key: &StoreKey) {
     }
 }
 
-fn write_lock<'a>(config: &'a Runtime, key: &StoreKey) -> &'a tokio::sync::Mutex<()> {
-    &config.write_locks[stripe(key, config.write_locks.len())]
-}
-
-/// Which of `stripes` write locks guards `key`: from its digest bits.
-fn stripe(key: &StoreKey, stripes: usize) -> usize {
-    let stripes = u64::try_from(stripes).unwrap_or(u64::MAX).max(1);
-    usize::try_from(key.digest_bits() % stripes).unwrap_or(0)
-}
-
 /// Makes a written record the session's state and clears the request's
 /// changes. Under the same id the record goes into the state's `Live` in
 /// place, rather than into a new box that replaces it.
@@ -1157,7 +1148,7 @@ pub(crate) async fn terminate(session: &Session) -> Result<(), SessionError> {
             return Err(SessionError::Superseded);
         }
         if let Some((id, key, version)) = live {
-            let _turn = write_lock(config, &key).lock().await;
+            let _turn = config.turns.take(&key).await;
             end(config, store, id, key, Some(version)).await?;
             telemetry::terminated(1);
         }
@@ -1296,29 +1287,5 @@ async fn refresh(session: &Session) {
             state.terminated = true;
         }
         Err(e) => tracing::warn!(%key, error = %e, "could not refresh the session's expiry"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    // Review found the old stripe hash (a fold of ASCII hex digits) used under
-    // half of the 1024 stripes, the busiest taking about 5x the mean.
-    #[test]
-    fn write_locks_spread_sessions_over_every_stripe() {
-        let stripes = 1024;
-        let mut counts = vec![0u32; stripes];
-        for _ in 0..100_000 {
-            let key = SessionId::generate().expect("rng").store_key();
-            counts[stripe(&key, stripes)] += 1;
-        }
-        let mean = 100_000 / stripes as u32;
-        let busiest = counts.iter().max().copied().unwrap_or(0);
-        assert!(counts.iter().all(|&c| c > 0), "every stripe is used");
-        assert!(
-            busiest < mean * 2,
-            "the busiest stripe holds {busiest}, the mean {mean}"
-        );
     }
 }

@@ -69,6 +69,7 @@ mod state;
 pub mod store;
 mod telemetry;
 pub mod tower;
+mod turns;
 mod users;
 
 #[cfg(feature = "axum")]

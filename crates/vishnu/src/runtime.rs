@@ -13,9 +13,7 @@ use crate::config::{Config, Settings, Timeout};
 use crate::error::SessionError;
 use crate::record::{Millis, Record};
 use crate::store::metered::Metered;
-
-/// How many locks the writes of this process's requests are spread over.
-const WRITE_LOCK_STRIPES: usize = 1024;
+use crate::turns::Turns;
 
 /// Where sessions persist. The cookie mode has no store to call.
 // One per engine, behind its `Arc`: a boxed store would only add a pointer to follow.
@@ -34,7 +32,7 @@ pub(crate) struct Runtime {
     pub(crate) codec: Codec,
     pub(crate) clock: Arc<dyn Clock>,
     /// Writes to one session from this process take turns (see `engine::persist`).
-    pub(crate) write_locks: Box<[tokio::sync::Mutex<()>]>,
+    pub(crate) turns: Turns,
 }
 
 impl Deref for Runtime {
@@ -60,9 +58,7 @@ impl Runtime {
             codec,
             persistence,
             clock: s.clock.clone(),
-            write_locks: (0..WRITE_LOCK_STRIPES)
-                .map(|_| tokio::sync::Mutex::new(()))
-                .collect(),
+            turns: Turns::default(),
             config,
         }
     }
