@@ -108,13 +108,21 @@ enum Failure {
 
 impl Failure {
     fn of(e: &RedisError) -> Self {
-        match e.kind() {
-            ErrorKind::IoError => Failure::Io(
-                e.as_io_kind().unwrap_or(io::ErrorKind::Other),
-                e.to_string(),
-            ),
-            _ => Failure::Server(e.to_string()),
+        if e.kind() != ErrorKind::IoError {
+            return Failure::Server(e.to_string());
         }
+        // `RedisError` keeps its I/O error private; its kind is what the
+        // store's retry and error mapping read back.
+        let kind = if e.is_connection_refusal() {
+            io::ErrorKind::ConnectionRefused
+        } else if e.is_timeout() {
+            io::ErrorKind::TimedOut
+        } else if e.is_connection_dropped() {
+            io::ErrorKind::ConnectionReset
+        } else {
+            io::ErrorKind::Other
+        };
+        Failure::Io(kind, e.to_string())
     }
 
     fn error(&self) -> RedisError {
@@ -126,25 +134,6 @@ impl Failure {
                 why.clone(),
             )
                 .into(),
-        }
-    }
-}
-
-/// `RedisError` keeps its I/O error private; its kind is what a retry needs.
-trait IoKind {
-    fn as_io_kind(&self) -> Option<io::ErrorKind>;
-}
-
-impl IoKind for RedisError {
-    fn as_io_kind(&self) -> Option<io::ErrorKind> {
-        if self.is_connection_refusal() {
-            Some(io::ErrorKind::ConnectionRefused)
-        } else if self.is_timeout() {
-            Some(io::ErrorKind::TimedOut)
-        } else if self.is_connection_dropped() {
-            Some(io::ErrorKind::ConnectionReset)
-        } else {
-            None
         }
     }
 }
@@ -499,14 +488,9 @@ fn parse(buf: &[u8], depth: usize) -> Result<Option<(Value, usize)>, RedisError>
         b'-' => ::redis::parse_redis_value(&buf[..after])?,
         b':' => Value::Int(number(line)?),
         b'$' => {
-            let len = number(line)?;
-            if len == -1 {
+            let Some(len) = length(line, MAX_BULK)? else {
                 return Ok(Some((Value::Nil, after)));
-            }
-            let len = usize::try_from(len)
-                .ok()
-                .filter(|&l| l <= MAX_BULK)
-                .ok_or_else(|| protocol(format!("a bulk reply of length {len}")))?;
+            };
             let Some(end) = after.checked_add(len) else {
                 return Err(protocol(format!("a bulk reply of length {len}")));
             };
@@ -518,14 +502,9 @@ fn parse(buf: &[u8], depth: usize) -> Result<Option<(Value, usize)>, RedisError>
             return Ok(Some((Value::BulkString(buf[after..end].to_vec()), end + 2)));
         }
         b'*' => {
-            let count = number(line)?;
-            if count == -1 {
+            let Some(count) = length(line, MAX_ARRAY)? else {
                 return Ok(Some((Value::Nil, after)));
-            }
-            let count = usize::try_from(count)
-                .ok()
-                .filter(|&c| c <= MAX_ARRAY)
-                .ok_or_else(|| protocol(format!("an array reply of {count} elements")))?;
+            };
             if depth >= MAX_DEPTH {
                 return Err(protocol("arrays nested too deeply".to_owned()));
             }
@@ -545,6 +524,19 @@ fn parse(buf: &[u8], depth: usize) -> Result<Option<(Value, usize)>, RedisError>
         other => return Err(protocol(format!("a reply of type {:?}", char::from(other)))),
     };
     Ok(Some((value, after)))
+}
+
+/// A bulk string's or an array's declared length: `None` for `-1` (nil),
+/// an error past `max` or below `-1`.
+fn length(line: &[u8], max: usize) -> Result<Option<usize>, RedisError> {
+    match number(line)? {
+        -1 => Ok(None),
+        n => usize::try_from(n)
+            .ok()
+            .filter(|&n| n <= max)
+            .map(Some)
+            .ok_or_else(|| protocol(format!("a declared length of {n}"))),
+    }
 }
 
 /// A reply's decimal integer.
@@ -577,11 +569,6 @@ impl Pipelined {
         };
         handle.wire().await?;
         Ok(handle)
-    }
-
-    /// The database the connection selects.
-    pub(crate) fn db(&self) -> i64 {
-        self.shared.target.db
     }
 
     fn live(&self) -> Option<Arc<Wire>> {
@@ -693,7 +680,7 @@ impl ::redis::aio::ConnectionLike for Pipelined {
     }
 
     fn get_db(&self) -> i64 {
-        self.db()
+        self.shared.target.db
     }
 }
 

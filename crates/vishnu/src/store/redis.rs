@@ -122,7 +122,7 @@ impl Lua {
     /// the script for the next `EVALSHA`.
     async fn eval<T: ::redis::FromRedisValue>(
         &self,
-        connection: &mut Connection,
+        connection: &mut RedisConnection,
         key: KeyArg<'_>,
         args: &[&[u8]],
     ) -> Result<T, RedisError> {
@@ -252,7 +252,7 @@ return 1
 /// Cloning is cheap and shares the connection.
 #[derive(Clone)]
 pub struct RedisStore {
-    connection: Connection,
+    connection: RedisConnection,
     prefix: Arc<str>,
     timeout: Duration,
     /// The URL without credentials, for error messages and `Debug`.
@@ -268,37 +268,6 @@ enum Connection {
     /// A standalone server on a Unix socket, or spoken to in RESP3.
     Standalone(ConnectionManager),
     Cluster(ClusterConnection),
-}
-
-impl ConnectionLike for Connection {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Self::Pipelined(c) => c.req_packed_command(cmd),
-            Self::Standalone(c) => c.req_packed_command(cmd),
-            Self::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        cmd: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Self::Pipelined(c) => c.req_packed_commands(cmd, offset, count),
-            Self::Standalone(c) => c.req_packed_commands(cmd, offset, count),
-            Self::Cluster(c) => c.req_packed_commands(cmd, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Self::Pipelined(c) => c.get_db(),
-            Self::Standalone(c) => c.get_db(),
-            Self::Cluster(c) => c.get_db(),
-        }
-    }
 }
 
 /// The connection a [`RedisStore`] sends its commands over (see
@@ -320,7 +289,11 @@ impl fmt::Debug for RedisConnection {
 
 impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        self.0.req_packed_command(cmd)
+        match &mut self.0 {
+            Connection::Pipelined(c) => c.req_packed_command(cmd),
+            Connection::Standalone(c) => c.req_packed_command(cmd),
+            Connection::Cluster(c) => c.req_packed_command(cmd),
+        }
     }
 
     fn req_packed_commands<'a>(
@@ -329,11 +302,19 @@ impl ConnectionLike for RedisConnection {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        self.0.req_packed_commands(cmd, offset, count)
+        match &mut self.0 {
+            Connection::Pipelined(c) => c.req_packed_commands(cmd, offset, count),
+            Connection::Standalone(c) => c.req_packed_commands(cmd, offset, count),
+            Connection::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
     }
 
     fn get_db(&self) -> i64 {
-        self.0.get_db()
+        match &self.0 {
+            Connection::Pipelined(c) => c.get_db(),
+            Connection::Standalone(c) => c.get_db(),
+            Connection::Cluster(c) => c.get_db(),
+        }
     }
 }
 
@@ -415,7 +396,7 @@ impl RedisStore {
             .await
             .map_err(|_| StoreError::Timeout(DEFAULT_TIMEOUT))??;
         Ok(Self {
-            connection,
+            connection: RedisConnection(connection),
             prefix: DEFAULT_PREFIX.into(),
             timeout: DEFAULT_TIMEOUT,
             target,
@@ -442,7 +423,7 @@ impl RedisStore {
     /// # }
     /// ```
     pub fn connection(&self) -> RedisConnection {
-        RedisConnection(self.connection.clone())
+        self.connection.clone()
     }
 
     /// Puts `prefix` before every key (default `vishnu:`), to share a database
@@ -496,7 +477,7 @@ impl RedisStore {
         request: F,
     ) -> impl Future<Output = Result<T, StoreError>> + 'a
     where
-        F: FnMut(Connection) -> Fut + 'a,
+        F: FnMut(RedisConnection) -> Fut + 'a,
         Fut: Future<Output = Result<T, RedisError>> + 'a,
         T: 'a,
     {
@@ -514,7 +495,7 @@ impl RedisStore {
         request: F,
     ) -> impl Future<Output = Result<Result<T, RedisError>, StoreError>> + 'a
     where
-        F: FnMut(Connection) -> Fut + 'a,
+        F: FnMut(RedisConnection) -> Fut + 'a,
         Fut: Future<Output = Result<T, RedisError>> + 'a,
         T: 'a,
     {
@@ -527,7 +508,7 @@ impl RedisStore {
     /// `request`, and once more if the connection was refused (see [`run`](Self::run)).
     async fn attempts<T, F, Fut>(&self, mut request: F) -> Result<T, RedisError>
     where
-        F: FnMut(Connection) -> Fut,
+        F: FnMut(RedisConnection) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
         match request(self.connection.clone()).await {
