@@ -17,8 +17,14 @@
 //! RESP2 replies a standalone server sends; error replies go to redis-rs's
 //! own parser, so that they carry its error kinds (`NOSCRIPT`, `WRONGTYPE`).
 //!
-//! - A request whose future is dropped (a timeout) keeps its place in the
-//!   queue: its reply is read and thrown away, never handed to the next one.
+//! - A request whose future is dropped keeps its place in the queue: its
+//!   reply is read and thrown away, never handed to the next one.
+//! - A request may carry a deadline (the store's calls do). The driver
+//!   enforces it with one timer for the whole connection, armed at the
+//!   earliest deadline in the queue, rather than a timer per request: a
+//!   request still waiting at its deadline fails as timed out, and keeps its
+//!   place as a dropped one does. A request made on another runtime than the
+//!   driver's (which may not be running at all) keeps a timer of its own.
 //! - When the connection breaks, every request in the queue fails: it may or
 //!   may not have been applied, so it is not sent again. The next request
 //!   connects anew. Requests that arrive while an attempt to connect is under
@@ -40,6 +46,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use tokio::sync::oneshot;
+use tokio::time::{Instant, Sleep};
 
 /// The longest bulk reply accepted (Redis's own limit for a string).
 const MAX_BULK: usize = 512 * 1024 * 1024;
@@ -145,13 +152,15 @@ struct Wire {
     open: AtomicBool,
     /// The driver's task, stopped when the wire breaks.
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// The runtime the driver runs on.
+    runtime: Option<tokio::runtime::Id>,
 }
 
 struct Queue {
     /// Commands not yet handed to the writer.
     out: Vec<u8>,
     /// One entry per request sent, in the order its replies will arrive.
-    waiting: VecDeque<Waiter>,
+    waiting: VecDeque<Waiting>,
     /// Set when the wire broke: why.
     broken: Option<io::ErrorKind>,
     /// The driver holds bytes not yet all written: nobody else may write.
@@ -162,6 +171,19 @@ struct Queue {
     stream: Option<Arc<tokio::net::TcpStream>>,
     /// The driver, waiting for something to write.
     waker: Option<Waker>,
+    /// The earliest deadline of a request in `waiting`, or earlier (it is
+    /// not updated as replies arrive: the driver's timer firing at a
+    /// deadline already met only makes it look again). `None`: no request
+    /// has one.
+    earliest: Option<Instant>,
+    /// The driver, for a request whose deadline is earlier than its timer.
+    timer_waker: Option<Waker>,
+}
+
+/// A request in the queue: who takes its replies, and until when.
+struct Waiting {
+    waiter: Waiter,
+    deadline: Option<Instant>,
 }
 
 /// A request waiting for its reply (or, for a pipeline, its replies).
@@ -175,6 +197,9 @@ enum Waiter {
         take: usize,
         got: Vec<Value>,
     },
+    /// A request that timed out: this many replies of its own are still to
+    /// come, to be read and thrown away.
+    Expired(usize),
 }
 
 impl Waiter {
@@ -183,6 +208,18 @@ impl Waiter {
         match self {
             Waiter::One(tx) => drop(tx.send(Err(e))),
             Waiter::Many { tx, .. } => drop(tx.send(Err(e))),
+            Waiter::Expired(_) => {}
+        }
+    }
+
+    /// How many replies this request still has to receive.
+    fn replies_left(&self) -> usize {
+        match self {
+            Waiter::One(_) => 1,
+            Waiter::Many {
+                skip, take, got, ..
+            } => skip + take.saturating_sub(got.len()),
+            Waiter::Expired(left) => *left,
         }
     }
 }
@@ -199,6 +236,11 @@ fn broken(kind: io::ErrorKind) -> RedisError {
     io::Error::new(kind, "the connection to Redis broke").into()
 }
 
+/// A request still unanswered at its deadline.
+fn timed_out() -> RedisError {
+    io::Error::new(io::ErrorKind::TimedOut, "Redis did not answer in time").into()
+}
+
 fn protocol(why: String) -> RedisError {
     (ErrorKind::ParseError, "invalid reply from Redis", why).into()
 }
@@ -213,14 +255,23 @@ impl Wire {
                 writing: false,
                 stream: Some(stream),
                 waker: None,
+                earliest: None,
+                timer_waker: None,
             }),
             open: AtomicBool::new(true),
             tasks: Mutex::new(Vec::new()),
+            runtime: tokio::runtime::Handle::try_current().ok().map(|h| h.id()),
         }
     }
 
-    /// Queues a request: `write` appends its bytes, `waiter` takes its replies.
-    fn send(&self, write: impl FnOnce(&mut Vec<u8>), waiter: Waiter) -> Result<(), NotSent> {
+    /// Queues a request: `write` appends its bytes, `waiter` takes its
+    /// replies, unless `deadline` passes first.
+    fn send(
+        &self,
+        write: impl FnOnce(&mut Vec<u8>),
+        waiter: Waiter,
+        deadline: Option<Instant>,
+    ) -> Result<(), NotSent> {
         let mut queue = lock(&self.queue);
         if queue.broken.is_some() {
             return Err(NotSent);
@@ -245,7 +296,17 @@ impl Wire {
             None
         };
         write(&mut queue.out);
-        queue.waiting.push_back(waiter);
+        queue.waiting.push_back(Waiting { waiter, deadline });
+        // The driver's timer must cover this deadline: wake it to move the
+        // timer if it is set later, or not set at all.
+        let timer = match (deadline, queue.earliest) {
+            (Some(at), Some(earliest)) if at >= earliest => None,
+            (Some(at), _) => {
+                queue.earliest = Some(at);
+                queue.timer_waker.take()
+            }
+            (None, _) => None,
+        };
         if queue.out.len() >= FLUSH_AT && !queue.writing {
             // A full batch goes out now, rather than when the driver next
             // runs: Redis starts on it while later requests are still
@@ -263,7 +324,44 @@ impl Wire {
         if let Some(driver) = driver {
             driver.wake();
         }
+        if let Some(timer) = timer {
+            timer.wake();
+        }
         Ok(())
+    }
+
+    /// Whether the caller runs on the driver's runtime: only then can it
+    /// count on the driver to enforce its deadline.
+    fn driven_here(&self) -> bool {
+        self.runtime.is_some()
+            && tokio::runtime::Handle::try_current().ok().map(|h| h.id()) == self.runtime
+    }
+
+    /// Fails every request whose deadline is `now` or earlier; each keeps
+    /// its place, to throw its replies away. Sets `earliest` to the earliest
+    /// deadline left.
+    fn expire(&self, now: Instant) {
+        let mut expired = Vec::new();
+        {
+            let mut queue = lock(&self.queue);
+            let mut earliest: Option<Instant> = None;
+            for waiting in &mut queue.waiting {
+                let Some(deadline) = waiting.deadline else {
+                    continue;
+                };
+                if deadline <= now {
+                    let left = Waiter::Expired(waiting.waiter.replies_left());
+                    expired.push(std::mem::replace(&mut waiting.waiter, left));
+                    waiting.deadline = None;
+                } else {
+                    earliest = Some(earliest.map_or(deadline, |e| e.min(deadline)));
+                }
+            }
+            queue.earliest = earliest;
+        }
+        for waiter in expired {
+            waiter.fail(timed_out());
+        }
     }
 
     /// Marks the wire broken, fails every waiting request and stops the tasks.
@@ -280,8 +378,8 @@ impl Wire {
             std::mem::take(&mut queue.waiting)
         };
         self.open.store(false, Ordering::Release);
-        for waiter in waiting {
-            waiter.fail(broken(kind));
+        for waiting in waiting {
+            waiting.waiter.fail(broken(kind));
         }
         for task in lock(&self.tasks).drain(..) {
             task.abort();
@@ -296,9 +394,13 @@ impl Wire {
                 // A reply nobody asked for: the stream is out of step.
                 return Err(());
             };
-            match front {
+            match &mut front.waiter {
                 Waiter::One(_) => {
-                    if let Some(Waiter::One(tx)) = queue.waiting.pop_front() {
+                    if let Some(Waiting {
+                        waiter: Waiter::One(tx),
+                        ..
+                    }) = queue.waiting.pop_front()
+                    {
                         drop(tx.send(Ok(reply)));
                     }
                 }
@@ -311,9 +413,19 @@ impl Wire {
                         got.push(reply);
                     }
                     if *skip == 0 && got.len() >= *take {
-                        if let Some(Waiter::Many { tx, got, .. }) = queue.waiting.pop_front() {
+                        if let Some(Waiting {
+                            waiter: Waiter::Many { tx, got, .. },
+                            ..
+                        }) = queue.waiting.pop_front()
+                        {
                             drop(tx.send(Ok(got)));
                         }
+                    }
+                }
+                Waiter::Expired(left) => {
+                    *left = left.saturating_sub(1);
+                    if *left == 0 {
+                        queue.waiting.pop_front();
                     }
                 }
             }
@@ -343,6 +455,10 @@ struct Driver {
     sent: usize,
     received: Vec<u8>,
     replies: Vec<Value>,
+    /// The timer for the queue's earliest deadline, made when first needed,
+    /// and the deadline it is set to.
+    timer: Option<Pin<Box<Sleep>>>,
+    armed: Option<Instant>,
 }
 
 impl Driver {
@@ -414,6 +530,40 @@ impl Driver {
         }
     }
 
+    /// Keeps the timer at the queue's earliest deadline, and fails the
+    /// requests whose deadline has passed when it fires.
+    fn watch(&mut self, cx: &mut Context<'_>) {
+        let wire = &self.closer.0;
+        loop {
+            let earliest = {
+                let mut queue = lock(&wire.queue);
+                match &queue.timer_waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => queue.timer_waker = Some(cx.waker().clone()),
+                }
+                queue.earliest
+            };
+            let Some(at) = earliest else {
+                return;
+            };
+            let timer = match &mut self.timer {
+                Some(timer) => {
+                    if self.armed != Some(at) {
+                        timer.as_mut().reset(at);
+                    }
+                    timer
+                }
+                None => self.timer.insert(Box::pin(tokio::time::sleep_until(at))),
+            };
+            self.armed = Some(at);
+            if timer.as_mut().poll(cx).is_pending() {
+                return;
+            }
+            self.armed = None;
+            wire.expire(Instant::now());
+        }
+    }
+
     fn deliver(&mut self) -> Result<(), io::ErrorKind> {
         let mut at = 0;
         loop {
@@ -453,13 +603,17 @@ impl Future for Driver {
             match outcome {
                 // Something moved: what it freed up may allow more.
                 Ok(true) => {}
-                Ok(false) => return Poll::Pending,
+                Ok(false) => {
+                    this.watch(cx);
+                    return Poll::Pending;
+                }
                 Err(kind) => {
                     this.closer.0.break_with(kind);
                     return Poll::Ready(());
                 }
             }
         }
+        this.watch(cx);
         cx.waker().wake_by_ref();
         Poll::Pending
     }
@@ -578,6 +732,20 @@ impl Pipelined {
             .cloned()
     }
 
+    /// [`wire`](Self::wire), giving up at `deadline`.
+    async fn wire_by(&self, deadline: Option<Instant>) -> Result<Arc<Wire>, RedisError> {
+        if let Some(wire) = self.live() {
+            return Ok(wire);
+        }
+        match deadline {
+            // Boxed: the rare path would otherwise make every request's future larger.
+            Some(at) => Box::pin(tokio::time::timeout_at(at, self.wire()))
+                .await
+                .map_err(|_| timed_out())?,
+            None => Box::pin(self.wire()).await,
+        }
+    }
+
     /// The open connection, connecting if there is none.
     async fn wire(&self) -> Result<Arc<Wire>, RedisError> {
         if let Some(wire) = self.live() {
@@ -617,34 +785,50 @@ impl Pipelined {
         }
     }
 
-    /// Sends one command and waits for its reply. A connection that broke
-    /// before the command was queued is replaced once: nothing was sent on it.
-    pub(crate) async fn request(&self, cmd: &Cmd) -> Result<Value, RedisError> {
+    /// Sends one command and waits for its reply, until `deadline` if there
+    /// is one. A connection that broke before the command was queued is
+    /// replaced once: nothing was sent on it.
+    pub(crate) async fn request(
+        &self,
+        cmd: &Cmd,
+        deadline: Option<Instant>,
+    ) -> Result<Value, RedisError> {
         for _ in 0..2 {
-            let wire = self.wire().await?;
+            let wire = self.wire_by(deadline).await?;
+            let (deadline, own) = split(&wire, deadline);
             let (tx, rx) = oneshot::channel();
             if wire
-                .send(|out| cmd.write_packed_command(out), Waiter::One(tx))
+                .send(
+                    |out| cmd.write_packed_command(out),
+                    Waiter::One(tx),
+                    deadline,
+                )
                 .is_ok()
             {
-                return rx
-                    .await
-                    .unwrap_or_else(|_| Err(broken(io::ErrorKind::ConnectionAborted)));
+                return reply(rx, own).await;
             }
         }
         Err(broken(io::ErrorKind::NotConnected))
     }
 
-    /// Sends a pipeline and waits for its replies: `count` of them, after `offset` skipped.
+    /// Sends a pipeline and waits for its replies: `count` of them, after
+    /// `offset` skipped.
     pub(crate) async fn request_many(
         &self,
         pipeline: &Pipeline,
         offset: usize,
         count: usize,
+        deadline: Option<Instant>,
     ) -> Result<Vec<Value>, RedisError> {
+        if offset + count == 0 {
+            // An empty pipeline: nothing to send, no reply to wait for (a
+            // waiter for none would take the next request's reply).
+            return Ok(Vec::new());
+        }
         let packed = pipeline.get_packed_pipeline();
         for _ in 0..2 {
-            let wire = self.wire().await?;
+            let wire = self.wire_by(deadline).await?;
+            let (deadline, own) = split(&wire, deadline);
             let (tx, rx) = oneshot::channel();
             let waiter = Waiter::Many {
                 tx,
@@ -653,21 +837,45 @@ impl Pipelined {
                 got: Vec::with_capacity(count),
             };
             if wire
-                .send(|out| out.extend_from_slice(&packed), waiter)
+                .send(|out| out.extend_from_slice(&packed), waiter, deadline)
                 .is_ok()
             {
-                return rx
-                    .await
-                    .unwrap_or_else(|_| Err(broken(io::ErrorKind::ConnectionAborted)));
+                return reply(rx, own).await;
             }
         }
         Err(broken(io::ErrorKind::NotConnected))
     }
 }
 
+/// Who enforces a request's `deadline` on `wire`: the driver (the first),
+/// or, when the driver runs on another runtime, the request itself (the second).
+fn split(wire: &Wire, deadline: Option<Instant>) -> (Option<Instant>, Option<Instant>) {
+    match deadline {
+        Some(at) if !wire.driven_here() => (None, Some(at)),
+        deadline => (deadline, None),
+    }
+}
+
+/// A request's reply, or its failure; `own` is a deadline the request
+/// enforces itself (see [`split`]).
+async fn reply<T>(
+    rx: oneshot::Receiver<Result<T, RedisError>>,
+    own: Option<Instant>,
+) -> Result<T, RedisError> {
+    let outcome = match own {
+        None => rx.await,
+        // Boxed: the rare path would otherwise make every request's future larger.
+        Some(at) => match Box::pin(tokio::time::timeout_at(at, rx)).await {
+            Ok(outcome) => outcome,
+            Err(_) => return Err(timed_out()),
+        },
+    };
+    outcome.unwrap_or_else(|_| Err(broken(io::ErrorKind::ConnectionAborted)))
+}
+
 impl ::redis::aio::ConnectionLike for Pipelined {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(self.request(cmd))
+        Box::pin(self.request(cmd, None))
     }
 
     fn req_packed_commands<'a>(
@@ -676,7 +884,7 @@ impl ::redis::aio::ConnectionLike for Pipelined {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        Box::pin(self.request_many(cmd, offset, count))
+        Box::pin(self.request_many(cmd, offset, count, None))
     }
 
     fn get_db(&self) -> i64 {
@@ -698,6 +906,8 @@ async fn open(target: &Target, timeout: Duration) -> Result<Arc<Wire>, RedisErro
         sent: 0,
         received: Vec::with_capacity(READ_CHUNK),
         replies: Vec::new(),
+        timer: None,
+        armed: None,
     });
     lock(&wire.tasks).push(driver.abort_handle());
     let handshake = tokio::time::timeout(timeout, handshake(&wire, target)).await;
@@ -759,7 +969,7 @@ async fn handshake(wire: &Wire, target: &Target) -> Result<(), RedisError> {
     let mut replies = Vec::new();
     for cmd in &commands {
         let (tx, rx) = oneshot::channel();
-        wire.send(|out| cmd.write_packed_command(out), Waiter::One(tx))
+        wire.send(|out| cmd.write_packed_command(out), Waiter::One(tx), None)
             .map_err(|NotSent| broken(io::ErrorKind::NotConnected))?;
         replies.push(rx);
     }
@@ -889,10 +1099,181 @@ mod tests {
             .expect("connect");
         let first = get("first");
         let abandoned =
-            tokio::time::timeout(Duration::from_millis(50), connection.request(&first)).await;
+            tokio::time::timeout(Duration::from_millis(50), connection.request(&first, None)).await;
         assert!(abandoned.is_err(), "the server has not answered yet");
-        let second = connection.request(&get("second")).await.expect("reply");
+        let second = connection
+            .request(&get("second"), None)
+            .await
+            .expect("reply");
         assert_eq!(second, Value::BulkString(b"second".to_vec()));
+        drop(server.await.expect("server"));
+    }
+
+    #[tokio::test]
+    async fn a_request_past_its_deadline_fails_and_keeps_its_place() {
+        let (listener, target) = scripted().await;
+        let (answer, answered) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let mut stream = accept(&listener).await;
+            read_until(&mut stream, b"second").await;
+            // Both replies go out only once the first request has given up.
+            answered.await.expect("signal");
+            stream
+                .write_all(b"$4\r\nlate\r\n:1\r\n:2\r\n$6\r\nsecond\r\n")
+                .await
+                .expect("write");
+            stream
+        });
+        let connection = Pipelined::connect(target, Duration::from_secs(2))
+            .await
+            .expect("connect");
+        let started = Instant::now();
+        let deadline = Some(started + Duration::from_millis(100));
+        let late = get("late");
+        let mut pipeline = ::redis::pipe();
+        pipeline.cmd("INCR").arg("a").cmd("INCR").arg("b");
+        let (single, many) = tokio::time::timeout(Duration::from_secs(5), async {
+            tokio::join!(
+                connection.request(&late, deadline),
+                connection.request_many(&pipeline, 0, 2, deadline)
+            )
+        })
+        .await
+        .expect("the deadline is enforced");
+        let took = started.elapsed();
+        let single = single.expect_err("no reply before the deadline");
+        let many = many.expect_err("no replies before the deadline");
+        assert!(
+            single.is_timeout() && many.is_timeout(),
+            "{single:?} {many:?}"
+        );
+        assert!(
+            took >= Duration::from_millis(100) && took < Duration::from_secs(1),
+            "took {took:?}"
+        );
+        let second = connection.clone();
+        let second = tokio::spawn(async move { second.request(&get("second"), None).await });
+        answer.send(()).expect("server waiting");
+        let second = tokio::time::timeout(Duration::from_secs(5), second)
+            .await
+            .expect("the late replies are thrown away, not handed on")
+            .expect("task")
+            .expect("reply");
+        assert_eq!(second, Value::BulkString(b"second".to_vec()));
+        drop(server.await.expect("server"));
+    }
+
+    #[tokio::test]
+    async fn a_later_request_with_an_earlier_deadline_fails_at_its_own() {
+        let (listener, target) = scripted().await;
+        let (done, finished) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            // Answers the handshake, then reads nothing more: the client's
+            // writes stall once the socket's buffers are full.
+            let stream = accept(&listener).await;
+            let _ = finished.await;
+            stream
+        });
+        let connection = Pipelined::connect(target, Duration::from_secs(2))
+            .await
+            .expect("connect");
+        let patient = connection.clone();
+        let huge = get(&"x".repeat(32 << 20));
+        let mut patient = tokio::spawn(async move {
+            patient
+                .request(&huge, Some(Instant::now() + Duration::from_secs(30)))
+                .await
+        });
+        // The driver is now stuck writing, with its timer at the first deadline,
+        // and nothing that a new request queues wakes it to write.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = Instant::now();
+        let err = tokio::time::timeout(
+            Duration::from_secs(5),
+            connection.request(&get("short"), Some(started + Duration::from_millis(100))),
+        )
+        .await
+        .expect("the earlier deadline is enforced")
+        .expect_err("never answered");
+        assert!(err.is_timeout(), "{err:?}");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), &mut patient)
+                .await
+                .is_err(),
+            "the first request still has time"
+        );
+        patient.abort();
+        let _ = done.send(());
+        drop(server.await.expect("server"));
+    }
+
+    // Two workers: the scripted server answers the handshake while this
+    // test waits for the other runtime's connection.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_from_another_runtime_keeps_its_own_deadline() {
+        let (listener, target) = scripted().await;
+        let server = tokio::spawn(async move {
+            // Answers the handshake, then nothing, until the client hangs up.
+            let mut stream = accept(&listener).await;
+            let mut rest = Vec::new();
+            let _ = stream.read_to_end(&mut rest).await;
+        });
+        // The connection is made on a runtime that then stops running:
+        // its driver runs nowhere.
+        let (made, connection) = std::sync::mpsc::channel();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let idle = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let connection = runtime
+                .block_on(Pipelined::connect(target, Duration::from_secs(2)))
+                .expect("connect");
+            made.send(connection).expect("send");
+            let _ = stopped.recv();
+        });
+        let connection = connection.recv().expect("connected");
+        let started = Instant::now();
+        let err = tokio::time::timeout(
+            Duration::from_secs(5),
+            connection.request(
+                &get("elsewhere"),
+                Some(started + Duration::from_millis(100)),
+            ),
+        )
+        .await
+        .expect("the deadline is enforced without the driver")
+        .expect_err("never answered");
+        assert!(err.is_timeout(), "{err:?}");
+        drop(connection);
+        stop.send(()).expect("stop");
+        idle.join().expect("thread");
+        server.await.expect("server");
+    }
+
+    #[tokio::test]
+    async fn an_empty_pipeline_waits_for_no_reply() {
+        let (listener, target) = scripted().await;
+        let server = tokio::spawn(async move {
+            let mut stream = accept(&listener).await;
+            read_until(&mut stream, b"after").await;
+            stream.write_all(b"$5\r\nafter\r\n").await.expect("write");
+            stream
+        });
+        let connection = Pipelined::connect(target, Duration::from_secs(2))
+            .await
+            .expect("connect");
+        let empty = connection
+            .request_many(&::redis::pipe(), 0, 0, None)
+            .await
+            .expect("nothing to wait for");
+        assert!(empty.is_empty());
+        let after = connection
+            .request(&get("after"), None)
+            .await
+            .expect("reply");
+        assert_eq!(after, Value::BulkString(b"after".to_vec()));
         drop(server.await.expect("server"));
     }
 
@@ -918,7 +1299,7 @@ mod tests {
             if connection.live().is_none() {
                 reply = Some(
                     connection
-                        .request(&get("again"))
+                        .request(&get("again"), None)
                         .await
                         .expect("reconnected"),
                 );
@@ -953,9 +1334,9 @@ mod tests {
         for _ in 0..MAX_WAITING {
             let connection = connection.clone();
             let stuck = stuck.clone();
-            waiting.push(tokio::spawn(
-                async move { connection.request(&stuck).await },
-            ));
+            waiting.push(tokio::spawn(async move {
+                connection.request(&stuck, None).await
+            }));
         }
         let queued = || {
             connection
@@ -965,10 +1346,13 @@ mod tests {
         while queued() < MAX_WAITING {
             tokio::task::yield_now().await;
         }
-        let fresh = tokio::time::timeout(Duration::from_secs(5), connection.request(&get("fresh")))
-            .await
-            .expect("not queued behind the stuck requests")
-            .expect("a new connection");
+        let fresh = tokio::time::timeout(
+            Duration::from_secs(5),
+            connection.request(&get("fresh"), None),
+        )
+        .await
+        .expect("not queued behind the stuck requests")
+        .expect("a new connection");
         assert_eq!(fresh, Value::BulkString(b"fresh".to_vec()));
         for request in waiting {
             let err = request.await.expect("task").expect_err("given up");
@@ -990,7 +1374,7 @@ mod tests {
             .await
             .expect("connect");
         let err = connection
-            .request(&get("lost"))
+            .request(&get("lost"), None)
             .await
             .expect_err("the server hung up");
         assert!(err.is_io_error(), "{err:?}");

@@ -126,14 +126,13 @@ impl Lua {
         key: KeyArg<'_>,
         args: &[&[u8]],
     ) -> Result<T, RedisError> {
-        match self
-            .command("EVALSHA", &self.hash, key, args)
-            .query_async(connection)
+        match connection
+            .query(&self.command("EVALSHA", &self.hash, key, args))
             .await
         {
             Err(e) if e.kind() == ErrorKind::NoScriptError => {
-                self.command("EVAL", self.code, key, args)
-                    .query_async(connection)
+                connection
+                    .query(&self.command("EVAL", self.code, key, args))
                     .await
             }
             other => other,
@@ -274,11 +273,31 @@ enum Connection {
 /// [`RedisStore::connection`]): run any command of the `redis` crate (0.32)
 /// on it with `query_async`. Clones share it.
 #[derive(Clone)]
-pub struct RedisConnection(Connection);
+pub struct RedisConnection {
+    connection: Connection,
+    /// When the store's call that holds this handle gives up (the
+    /// pipelined connection enforces it itself); `None` for the
+    /// application's handles.
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl RedisConnection {
+    /// Sends `cmd` and converts its reply, as `cmd.query_async(self)` does,
+    /// without boxing the request on the pipelined connection.
+    async fn query<T: ::redis::FromRedisValue>(&mut self, cmd: &Cmd) -> Result<T, RedisError> {
+        let reply = match &self.connection {
+            Connection::Pipelined(c) => c.request(cmd, self.deadline).await?,
+            Connection::Standalone(_) | Connection::Cluster(_) => {
+                return cmd.query_async(self).await;
+            }
+        };
+        ::redis::from_owned_redis_value(reply.extract_error()?)
+    }
+}
 
 impl fmt::Debug for RedisConnection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match self.0 {
+        let kind = match self.connection {
             Connection::Pipelined(_) => "pipelined",
             Connection::Standalone(_) => "connection manager",
             Connection::Cluster(_) => "cluster",
@@ -289,8 +308,8 @@ impl fmt::Debug for RedisConnection {
 
 impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match &mut self.0 {
-            Connection::Pipelined(c) => c.req_packed_command(cmd),
+        match &mut self.connection {
+            Connection::Pipelined(c) => Box::pin(c.request(cmd, self.deadline)),
             Connection::Standalone(c) => c.req_packed_command(cmd),
             Connection::Cluster(c) => c.req_packed_command(cmd),
         }
@@ -302,15 +321,15 @@ impl ConnectionLike for RedisConnection {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        match &mut self.0 {
-            Connection::Pipelined(c) => c.req_packed_commands(cmd, offset, count),
+        match &mut self.connection {
+            Connection::Pipelined(c) => Box::pin(c.request_many(cmd, offset, count, self.deadline)),
             Connection::Standalone(c) => c.req_packed_commands(cmd, offset, count),
             Connection::Cluster(c) => c.req_packed_commands(cmd, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
-        match &self.0 {
+        match &self.connection {
             Connection::Pipelined(c) => c.get_db(),
             Connection::Standalone(c) => c.get_db(),
             Connection::Cluster(c) => c.get_db(),
@@ -396,7 +415,10 @@ impl RedisStore {
             .await
             .map_err(|_| StoreError::Timeout(DEFAULT_TIMEOUT))??;
         Ok(Self {
-            connection: RedisConnection(connection),
+            connection: RedisConnection {
+                connection,
+                deadline: None,
+            },
             prefix: DEFAULT_PREFIX.into(),
             timeout: DEFAULT_TIMEOUT,
             target,
@@ -481,15 +503,17 @@ impl RedisStore {
         Fut: Future<Output = Result<T, RedisError>> + 'a,
         T: 'a,
     {
-        super::deadline::bounded(self.timeout, async move {
-            self.attempts(request)
-                .await
-                .map_err(|e| self.failure(operation, &e))
-        })
+        let call = self.run_raw(request);
+        async move { call.await?.map_err(|e| self.failure(operation, &e)) }
     }
 
     /// [`run`](Self::run) that leaves the server's answer unmapped, for a
     /// caller that handles some errors itself; only a timeout is an `Err`.
+    ///
+    /// On the pipelined connection the request carries its deadline and the
+    /// connection enforces it, with one timer for all its requests; on the
+    /// others, the call runs under a timer of its own.
+    #[allow(clippy::manual_async_fn)] // see `run`: not an `async fn`, on purpose
     fn run_raw<'a, T, F, Fut>(
         &'a self,
         request: F,
@@ -499,20 +523,43 @@ impl RedisStore {
         Fut: Future<Output = Result<T, RedisError>> + 'a,
         T: 'a,
     {
-        super::deadline::bounded(
-            self.timeout,
-            async move { Ok(self.attempts(request).await) },
-        )
+        async move {
+            if let Connection::Pipelined(_) = self.connection.connection {
+                // A timeout too large for the clock is no deadline.
+                let deadline = tokio::time::Instant::now().checked_add(self.timeout);
+                return match self.attempts(deadline, request).await {
+                    Err(e)
+                        if e.is_timeout()
+                            && deadline.is_some_and(|at| tokio::time::Instant::now() >= at) =>
+                    {
+                        Err(StoreError::Timeout(self.timeout))
+                    }
+                    other => Ok(other),
+                };
+            }
+            super::deadline::bounded(self.timeout, async move {
+                Ok(self.attempts(None, request).await)
+            })
+            .await
+        }
     }
 
     /// `request`, and once more if the connection was refused (see [`run`](Self::run)).
-    async fn attempts<T, F, Fut>(&self, mut request: F) -> Result<T, RedisError>
+    async fn attempts<T, F, Fut>(
+        &self,
+        deadline: Option<tokio::time::Instant>,
+        mut request: F,
+    ) -> Result<T, RedisError>
     where
         F: FnMut(RedisConnection) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
-        match request(self.connection.clone()).await {
-            Err(e) if e.is_connection_refusal() => request(self.connection.clone()).await,
+        let connection = || RedisConnection {
+            connection: self.connection.connection.clone(),
+            deadline,
+        };
+        match request(connection()).await {
+            Err(e) if e.is_connection_refusal() => request(connection()).await,
             other => other,
         }
     }
@@ -528,7 +575,7 @@ impl RedisStore {
             .arg("expires_at");
         let cmd = &cmd;
         let fields: Vec<Option<Vec<u8>>> = self
-            .run("load", |mut c| async move { cmd.query_async(&mut c).await })
+            .run("load", |mut c| async move { c.query(cmd).await })
             .await?;
         let [json, version, last_access, expires_at]: [Option<Vec<u8>>; 4] =
             fields.try_into().map_err(|fields: Vec<_>| {
@@ -575,7 +622,7 @@ impl SessionStore for RedisStore {
         cmd.arg("GET").arg(redis_key);
         let cmd = &cmd;
         let value: Option<Vec<u8>> = match self
-            .run_raw(|mut c| async move { cmd.query_async(&mut c).await })
+            .run_raw(|mut c| async move { c.query(cmd).await })
             .await?
         {
             Err(e) if e.code() == Some("WRONGTYPE") => {
@@ -612,10 +659,7 @@ impl SessionStore for RedisStore {
         let cmd = &cmd;
         // `OK` when written, nil when the key is taken.
         let created: Option<String> = self
-            .run(
-                "create",
-                |mut c| async move { cmd.query_async(&mut c).await },
-            )
+            .run("create", |mut c| async move { c.query(cmd).await })
             .await?;
         Ok(created.is_some())
     }
@@ -656,10 +700,7 @@ impl SessionStore for RedisStore {
         cmd.arg(self.key_arg(key));
         let cmd = &cmd;
         let _removed: i64 = self
-            .run(
-                "delete",
-                |mut c| async move { cmd.query_async(&mut c).await },
-            )
+            .run("delete", |mut c| async move { c.query(cmd).await })
             .await?;
         Ok(())
     }
