@@ -131,9 +131,8 @@ impl Lua {
             .await
         {
             Err(e) if e.kind() == ErrorKind::NoScriptError => {
-                connection
-                    .query(&self.command("EVAL", self.code, key, args))
-                    .await
+                // Boxed: the rare path would otherwise make every call's future larger.
+                Box::pin(connection.query(&self.command("EVAL", self.code, key, args))).await
             }
             other => other,
         }
@@ -490,9 +489,14 @@ impl RedisStore {
     /// server came back, so the retry is both safe and what makes the store
     /// recover on the first call after an outage.
     ///
-    /// Neither this nor [`run_raw`](Self::run_raw) is an `async fn`: one
-    /// would keep its arguments beside the future it awaits, and every
-    /// store call's future is boxed and copied.
+    /// Every store call's future is boxed, and one of more than 1 KiB costs
+    /// glibc's allocator its slow path (a save's is just under). So futures
+    /// are made where they are awaited (one built earlier and awaited later
+    /// is kept twice over), rare paths are boxed, and neither this nor
+    /// [`run_raw`](Self::run_raw) is an `async fn`, which would keep its
+    /// arguments beside the future it awaits (32 bytes more, measured with
+    /// `-Zprint-type-sizes`).
+    #[allow(clippy::manual_async_fn)] // on purpose, see above
     fn run<'a, T, F, Fut>(
         &'a self,
         operation: &'a str,
@@ -503,8 +507,11 @@ impl RedisStore {
         Fut: Future<Output = Result<T, RedisError>> + 'a,
         T: 'a,
     {
-        let call = self.run_raw(request);
-        async move { call.await?.map_err(|e| self.failure(operation, &e)) }
+        async move {
+            self.run_raw(request)
+                .await?
+                .map_err(|e| self.failure(operation, &e))
+        }
     }
 
     /// [`run`](Self::run) that leaves the server's answer unmapped, for a
@@ -513,7 +520,7 @@ impl RedisStore {
     /// On the pipelined connection the request carries its deadline and the
     /// connection enforces it, with one timer for all its requests; on the
     /// others, the call runs under a timer of its own.
-    #[allow(clippy::manual_async_fn)] // see `run`: not an `async fn`, on purpose
+    #[allow(clippy::manual_async_fn)] // on purpose, see `run`
     fn run_raw<'a, T, F, Fut>(
         &'a self,
         request: F,
@@ -537,9 +544,11 @@ impl RedisStore {
                     other => Ok(other),
                 };
             }
-            super::deadline::bounded(self.timeout, async move {
+            // Boxed: inline, its timer would make every pipelined call's
+            // future larger (see `run`).
+            Box::pin(super::deadline::bounded(self.timeout, async move {
                 Ok(self.attempts(None, request).await)
-            })
+            }))
             .await
         }
     }
@@ -673,12 +682,10 @@ impl SessionStore for RedisStore {
         let value = encode_value(record)?;
         let redis_key = self.key_arg(key);
         let expected = digits::<20>(expected_version);
-        let mut expires_at = itoa::Buffer::new();
-        let args: [&[u8]; 3] = [
-            &expected,
-            &value,
-            expires_at.format(record.expires_at).as_bytes(),
-        ];
+        // Not itoa's buffer, twice the size: every byte here is kept in the
+        // call's future, which must stay under 1 KiB (see `run_raw`).
+        let expires_at = digits::<20>(record.expires_at);
+        let args: [&[u8]; 3] = [&expected, &value, unpadded(&expires_at)];
         let args = &args;
         let outcome: i64 = self
             .run("save", |mut c| async move {
@@ -782,6 +789,16 @@ fn digits<const N: usize>(mut value: u64) -> [u8; N] {
     out
 }
 
+/// `digits` without its leading zeros (one `0` for zero): Redis reads no
+/// leading zero in an integer argument.
+fn unpadded(digits: &[u8]) -> &[u8] {
+    let start = digits
+        .iter()
+        .position(|&d| d != b'0')
+        .unwrap_or(digits.len().saturating_sub(1));
+    &digits[start..]
+}
+
 /// Version, last_access and expires_at from a header that [`encode_value`] wrote.
 fn parse_header(head: &[u8]) -> Option<(u64, Millis, Millis)> {
     // Digits only (no sign, no space), and no overflow: what `u64::from_str`
@@ -846,6 +863,13 @@ mod tests {
         );
         assert!(cluster_nodes("h1:1,,h2:2").is_err());
         assert!(cluster_nodes("h1:1/3").is_err());
+    }
+
+    #[test]
+    fn unpadded_digits_are_what_redis_reads_as_the_number() {
+        for n in [0, 7, 10, 1_764_566_400_000, u64::MAX] {
+            assert_eq!(unpadded(&digits::<20>(n)), n.to_string().as_bytes());
+        }
     }
 
     #[test]
