@@ -1056,6 +1056,13 @@ mod tests {
         (listener, target)
     }
 
+    /// A connection to the scripted server at `target`.
+    async fn connected(target: Target) -> Pipelined {
+        Pipelined::connect(target, Duration::from_secs(2))
+            .await
+            .expect("connect")
+    }
+
     /// Accepts a connection, reads until `seen` has arrived, and answers the
     /// handshake's `PING`.
     async fn accept(listener: &tokio::net::TcpListener) -> tokio::net::TcpStream {
@@ -1094,9 +1101,7 @@ mod tests {
                 .expect("write");
             stream
         });
-        let connection = Pipelined::connect(target, Duration::from_secs(2))
-            .await
-            .expect("connect");
+        let connection = connected(target).await;
         let first = get("first");
         let abandoned =
             tokio::time::timeout(Duration::from_millis(50), connection.request(&first, None)).await;
@@ -1124,9 +1129,7 @@ mod tests {
                 .expect("write");
             stream
         });
-        let connection = Pipelined::connect(target, Duration::from_secs(2))
-            .await
-            .expect("connect");
+        let connection = connected(target).await;
         let started = Instant::now();
         let deadline = Some(started + Duration::from_millis(100));
         let late = get("late");
@@ -1174,9 +1177,7 @@ mod tests {
             let _ = finished.await;
             stream
         });
-        let connection = Pipelined::connect(target, Duration::from_secs(2))
-            .await
-            .expect("connect");
+        let connection = connected(target).await;
         let patient = connection.clone();
         let huge = get(&"x".repeat(32 << 20));
         let mut patient = tokio::spawn(async move {
@@ -1261,9 +1262,7 @@ mod tests {
             stream.write_all(b"$5\r\nafter\r\n").await.expect("write");
             stream
         });
-        let connection = Pipelined::connect(target, Duration::from_secs(2))
-            .await
-            .expect("connect");
+        let connection = connected(target).await;
         let empty = connection
             .request_many(&::redis::pipe(), 0, 0, None)
             .await
@@ -1291,9 +1290,7 @@ mod tests {
             stream.write_all(b":7\r\n").await.expect("write");
             stream
         });
-        let connection = Pipelined::connect(target, Duration::from_secs(2))
-            .await
-            .expect("connect");
+        let connection = connected(target).await;
         let mut reply = None;
         for _ in 0..100 {
             if connection.live().is_none() {
@@ -1326,9 +1323,7 @@ mod tests {
             stream.write_all(b"$5\r\nfresh\r\n").await.expect("write");
             (silent, stream)
         });
-        let connection = Pipelined::connect(target, Duration::from_secs(2))
-            .await
-            .expect("connect");
+        let connection = connected(target).await;
         let stuck = get("stuck");
         let mut waiting = Vec::new();
         for _ in 0..MAX_WAITING {
@@ -1370,9 +1365,7 @@ mod tests {
             drop(stream);
             listener
         });
-        let connection = Pipelined::connect(target, Duration::from_secs(2))
-            .await
-            .expect("connect");
+        let connection = connected(target).await;
         let err = connection
             .request(&get("lost"), None)
             .await
