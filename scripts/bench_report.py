@@ -33,7 +33,7 @@ def advantage(vishnu, peer, metric):
     return peer / vishnu if vishnu else None
 
 
-OURS = ("vishnu", "actix-vishnu", "floor", "actix-floor")
+OURS = ("vishnu", "actix-vishnu", "floor", "floor-cas", "actix-floor")
 
 
 def counterpart(by, r):
@@ -93,6 +93,16 @@ def targets(rows):
         if v and f:
             out.append(("Redis %s: >= 0.85x the floor's requests/s" % scenario,
                         "%.2fx (%.0f vs %.0f)" % (v / f, v, f), v / f >= 0.85))
+        # The floor with vishnu's compare-and-set in place of its SET
+        # (information): what compare-and-set itself costs, and how close
+        # vishnu comes to a client that does it and nothing else.
+        c = get("rust-redis", scenario, "floor-cas", "requests_per_s")
+        if f and c:
+            out.append(("Redis %s: floor-cas / floor (information)" % scenario,
+                        "%.2fx (%.0f vs %.0f)" % (c / f, c, f), None))
+        if v and c:
+            out.append(("Redis %s: vishnu / floor-cas (information)" % scenario,
+                        "%.2fx (%.0f vs %.0f)" % (v / c, v, c), None))
     for scenario, limit in (("untouched", 0.34), ("read", 0.5), ("write", 0.5)):
         v = get("rust-inprocess", scenario, "vishnu", "overhead_us")
         t = get("rust-inprocess", scenario, "tower-sessions", "overhead_us")

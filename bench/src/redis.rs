@@ -314,19 +314,22 @@ fn vishnu_app(store: vishnu::RedisStore) -> Router {
 /// A value the size of a small session record (vishnu's record of `{"n": N}`).
 const FLOOR_VALUE: &str = r#"{"v":1,"data":{"n":1},"created_at":1764480000000,"last_access":1764480000000,"expires_at":1764566400000,"version":1}"#;
 
+/// A floor's key: `prefix`, then the cookie's value.
+fn floor_key(prefix: &str, headers: &http::HeaderMap) -> String {
+    let cookie = headers
+        .get(header::COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("floor=0");
+    format!("{prefix}{}", cookie.trim_start_matches("floor="))
+}
+
 /// The floor: the same client and round trips, no session logic. The cookie's
 /// value names the key.
 fn floor_app<C>(connection: C) -> Router
 where
     C: ::redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
 {
-    fn key(headers: &http::HeaderMap) -> String {
-        let cookie = headers
-            .get(header::COOKIE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("floor=0");
-        format!("floor:{}", cookie.trim_start_matches("floor="))
-    }
+    let key = |headers: &http::HeaderMap| floor_key("floor:", headers);
     let reading = connection.clone();
     Router::new()
         .route(
@@ -367,6 +370,86 @@ where
                 }
             }),
         )
+}
+
+/// The compare-and-set of `floor-cas`: the successful path of vishnu's save
+/// script (the version's 20 digits compared with `ARGV[1]`, then the record
+/// written with its expiry), so that Redis does the same work per write.
+const FLOOR_CAS_SCRIPT: &str = r"
+local current = redis.pcall('GETRANGE', KEYS[1], 0, 19)
+if type(current) == 'table' or current == '' then return 0
+elseif current ~= ARGV[1] then return 1
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
+return 2
+";
+
+/// `floor-cas`: the floor's `write`, with vishnu's compare-and-set in place of
+/// the `SET`: a `GET`, then an `EVALSHA` of [`FLOOR_CAS_SCRIPT`] with a
+/// record-sized value (vishnu's header, then [`FLOOR_VALUE`]). The version
+/// never changes, so every compare-and-set succeeds. No session logic: the
+/// limit of any library that keeps compare-and-set on Redis on this client.
+async fn floor_cas_router(url: &str) -> Router {
+    let store = vishnu::RedisStore::from_url(url).await.expect("redis");
+    let mut connection = store.connection();
+    let sha: String = ::redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(FLOOR_CAS_SCRIPT)
+        .query_async(&mut connection)
+        .await
+        .expect("SCRIPT LOAD");
+    let expires_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis()
+        + 86_400_000;
+    let version = format!("{:020}", 1);
+    let value = format!(
+        "{version} {:016} {expires_at:016} {FLOOR_VALUE}",
+        expires_at - 86_400_000
+    );
+    // Shared, so that a request clones one `Arc`, not four strings.
+    let args = std::sync::Arc::new((sha, version, value, expires_at.to_string()));
+    Router::new().route(
+        "/write",
+        get(move |headers: http::HeaderMap| {
+            let mut c = connection.clone();
+            let args = args.clone();
+            async move {
+                let (sha, version, value, expires_at) = &*args;
+                let key = floor_key("floor-cas:", &headers);
+                let current: Option<Vec<u8>> = ::redis::cmd("GET")
+                    .arg(&key)
+                    .query_async(&mut c)
+                    .await
+                    .expect("GET");
+                let Some(current) = current else {
+                    // Before measuring: the key is created.
+                    let () = ::redis::cmd("SET")
+                        .arg(&key)
+                        .arg(&value)
+                        .arg("PXAT")
+                        .arg(&expires_at)
+                        .query_async(&mut c)
+                        .await
+                        .expect("SET");
+                    return "created".to_owned();
+                };
+                let saved: i64 = ::redis::cmd("EVALSHA")
+                    .arg(&sha)
+                    .arg(1)
+                    .arg(&key)
+                    .arg(&version)
+                    .arg(current)
+                    .arg(&expires_at)
+                    .query_async(&mut c)
+                    .await
+                    .expect("EVALSHA");
+                assert_eq!(saved, 2, "the floor's compare-and-set failed");
+                "ok".to_owned()
+            }
+        }),
+    )
 }
 
 fn floor_cookies() -> Vec<HeaderValue> {
@@ -531,6 +614,10 @@ fn run_once(
                 let app = floor_router(&target).await;
                 (app, floor_cookies())
             }
+            "floor-cas" => {
+                let app = floor_cas_router(&target).await;
+                (app, floor_cookies())
+            }
             "vishnu" => {
                 let store = vishnu::RedisStore::from_url(&target)
                     .await
@@ -545,7 +632,7 @@ fn run_once(
                 (app, cookies)
             }
         };
-        if library == "floor" {
+        if library.starts_with("floor") {
             // The floor's keys exist before measuring, as the sessions do.
             for cookie in &cookies {
                 let res = app
@@ -589,6 +676,12 @@ fn suite(suite: &str, url: &str, libraries: &[&str], quick: bool) -> Vec<Value> 
         if only_scenario.as_deref().is_some_and(|o| o != scenario) {
             continue;
         }
+        // `floor-cas` differs from the floor only in its write.
+        let libraries: Vec<&str> = libraries
+            .iter()
+            .copied()
+            .filter(|l| scenario == "write" || *l != "floor-cas")
+            .collect();
         let mut outcomes: Vec<Vec<Outcome>> = libraries.iter().map(|_| Vec::new()).collect();
         for _ in 0..rounds {
             for (i, library) in libraries.iter().enumerate() {
@@ -618,6 +711,7 @@ pub fn run(quick: bool) -> Vec<Value> {
         &url,
         &[
             "floor",
+            "floor-cas",
             "vishnu",
             "tower-sessions",
             "actix-vishnu",

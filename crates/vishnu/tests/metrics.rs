@@ -12,10 +12,11 @@ use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use vishnu::{Config, Engine, MemoryStore, SessionError};
 
 type Counts = HashMap<String, u64>;
+type Samples = HashMap<String, Vec<f64>>;
 
 /// Runs `traffic` with a fresh recorder on this thread; the counters by
-/// `name{label=value}`, and the number of store-latency samples by `op/store`.
-fn record(traffic: impl std::future::Future<Output = ()>) -> (Counts, Counts) {
+/// `name{label=value}`, and the store-latency samples (seconds) by `op/store`.
+fn record(traffic: impl std::future::Future<Output = ()>) -> (Counts, Samples) {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     metrics::with_local_recorder(&recorder, || {
@@ -25,7 +26,7 @@ fn record(traffic: impl std::future::Future<Output = ()>) -> (Counts, Counts) {
             .expect("runtime")
             .block_on(traffic)
     });
-    let (mut counters, mut samples) = (Counts::new(), Counts::new());
+    let (mut counters, mut samples) = (Counts::new(), Samples::new());
     for (key, _, _, value) in snapshotter.snapshot().into_vec() {
         let key = key.key();
         let labels: Vec<String> = key
@@ -42,7 +43,7 @@ fn record(traffic: impl std::future::Future<Output = ()>) -> (Counts, Counts) {
                 counters.insert(name, n);
             }
             DebugValue::Histogram(v) => {
-                samples.insert(labels.join(","), v.len() as u64);
+                samples.insert(labels.join(","), v.iter().map(|s| s.into_inner()).collect());
             }
             DebugValue::Gauge(_) => {}
         }
@@ -157,16 +158,51 @@ fn the_store_histogram_has_one_sample_per_store_call() {
         }
         task.abort();
     });
+    let count = |op: &str| samples.get(op).map(Vec::len);
+    assert_eq!(count("op=create,store=memory"), Some(1), "{samples:?}");
+    assert_eq!(count("op=load,store=memory"), Some(2), "{samples:?}");
     assert_eq!(
-        samples.get("op=create,store=memory"),
-        Some(&1),
-        "{samples:?}"
-    );
-    assert_eq!(samples.get("op=load,store=memory"), Some(&2), "{samples:?}");
-    assert_eq!(
-        samples.get("op=delete_expired,store=memory"),
-        Some(&1),
+        count("op=delete_expired,store=memory"),
+        Some(1),
         "{samples:?}"
     );
     assert_eq!(samples.len(), 3, "{samples:?}");
+}
+
+#[test]
+fn the_store_histogram_records_how_long_each_call_took() {
+    const HELD: Duration = Duration::from_millis(80);
+    let (_, samples) = record(async {
+        let store = ScriptedStore::new(Arc::new(MemoryStore::new()));
+        let e = Engine::new(
+            Config::builder()
+                .secret(SECRET)
+                .shared_store(store.clone())
+                .build()
+                .expect("config"),
+        );
+        let pair = start(&e, None).await;
+        // The first load is held for HELD, the second runs at once.
+        let mut pause = store.pause(Op::Load, &key_of(&pair));
+        let held = async {
+            pause.reached().await;
+            tokio::time::sleep(HELD).await;
+            pause.release();
+        };
+        let (_, (value, _)) = tokio::join!(held, peek(&e, &pair));
+        assert_eq!(value, Some(1));
+        assert_eq!(peek(&e, &pair).await.0, Some(1));
+    });
+    let loads = &samples["op=load,store=custom"];
+    assert_eq!(loads.len(), 2, "{samples:?}");
+    assert!(
+        loads[0] >= HELD.as_secs_f64() && loads[0] < 10.0,
+        "the held load took {}s",
+        loads[0]
+    );
+    assert!(
+        loads[1] >= 0.0 && loads[1] < HELD.as_secs_f64(),
+        "the prompt load took {}s",
+        loads[1]
+    );
 }

@@ -59,8 +59,20 @@ mod timing {
         })
     }
 
-    pub(super) fn record(key: &Key, seconds: f64) {
-        metrics::with_recorder(|r| r.register_histogram(key, &METADATA)).record(seconds);
+    /// Records the time since `started` under `key`. The clock is read only
+    /// when a recorder takes the value: the no-op recorder (none installed)
+    /// never asks for it.
+    pub(super) fn record(key: &Key, started: std::time::Instant) {
+        metrics::with_recorder(|r| r.register_histogram(key, &METADATA)).record(Since(started));
+    }
+
+    /// The seconds since an instant, read from the clock when converted.
+    struct Since(std::time::Instant);
+
+    impl metrics::IntoF64 for Since {
+        fn into_f64(self) -> f64 {
+            self.0.elapsed().as_secs_f64()
+        }
     }
 }
 
@@ -77,7 +89,7 @@ impl Metered {
     async fn timed<T>(&self, op: Op, call: impl std::future::Future<Output = T>) -> T {
         let started = std::time::Instant::now();
         let out = call.await;
-        timing::record(&self.keys[op as usize], started.elapsed().as_secs_f64());
+        timing::record(&self.keys[op as usize], started);
         out
     }
 
