@@ -6,7 +6,9 @@
 //! vishnu (the store's own connection: vishnu's pipelined connection to a
 //! standalone server, redis-rs's cluster connection for the cluster) through the same axum app
 //! shape with the same round trips and no session logic: `read` is one `GET`
-//! of a record-sized value, `write` a `GET` then a `SET`.
+//! of a record-sized value, `write` a `GET` then a `SET`. `floor-cas` (in
+//! `rust-redis`, `write` only) is the floor with vishnu's compare-and-set
+//! script in place of the `SET`.
 //!
 //! The libraries run in interleaved rounds (every library once per round), so
 //! that a burst of other work on the machine hits all of them alike; a row is
