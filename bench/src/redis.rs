@@ -202,7 +202,9 @@ async fn axum_load(
     path: &'static str,
     per_task: usize,
 ) -> Outcome {
-    let app = &app;
+    // As `axum::serve` runs it: `with_state` turns every handler into a
+    // route (and applies the layers) once, not on every request.
+    let app = &app.with_state(());
     drive(proxy, cookies, per_task, |cookie| {
         let req = Request::get(path)
             .header(header::COOKIE, cookie)
@@ -429,21 +431,21 @@ async fn floor_cas_router(url: &str) -> Router {
                     // Before measuring: the key is created.
                     let () = ::redis::cmd("SET")
                         .arg(&key)
-                        .arg(&value)
+                        .arg(value)
                         .arg("PXAT")
-                        .arg(&expires_at)
+                        .arg(expires_at)
                         .query_async(&mut c)
                         .await
                         .expect("SET");
                     return "created".to_owned();
                 };
                 let saved: i64 = ::redis::cmd("EVALSHA")
-                    .arg(&sha)
+                    .arg(sha)
                     .arg(1)
                     .arg(&key)
-                    .arg(&version)
+                    .arg(version)
                     .arg(current)
-                    .arg(&expires_at)
+                    .arg(expires_at)
                     .query_async(&mut c)
                     .await
                     .expect("EVALSHA");

@@ -8,6 +8,7 @@ pub use crate::clock::{Clock, SystemClock};
 use crate::cookie::CookieAttributes;
 pub use crate::cookie::SameSite;
 pub use crate::record::Timeout;
+use crate::store::memory::MemoryStore;
 use crate::store::SessionStore;
 
 /// Shortest secret or encrypt key accepted, in bytes.
@@ -107,8 +108,13 @@ pub(crate) struct Settings {
     /// The store the engine runs with: private, so that the engine reaches
     /// it only through its `Persistence` (no store calls in cookie mode).
     store: Arc<dyn SessionStore>,
+    /// The same store when it is a [`MemoryStore`], which the engine calls
+    /// directly (see `store::metered`).
+    pub(crate) memory: Option<MemoryStore>,
     /// The clock the engine runs with.
     pub(crate) clock: Arc<dyn Clock>,
+    /// `clock` is the [`SystemClock`] (no [`ConfigBuilder::clock`]).
+    pub(crate) system_clock: bool,
 }
 
 impl fmt::Debug for Config {
@@ -224,7 +230,9 @@ pub struct ConfigBuilder {
     renew_grace: Duration,
     save_deadline: Duration,
     store: Option<Arc<dyn SessionStore>>,
+    memory: Option<MemoryStore>,
     clock: Arc<dyn Clock>,
+    system_clock: bool,
 }
 
 impl Default for ConfigBuilder {
@@ -250,7 +258,9 @@ impl Default for ConfigBuilder {
             renew_grace: DEFAULT_GRACE,
             save_deadline: DEFAULT_SAVE_DEADLINE,
             store: None,
+            memory: None,
             clock: Arc::new(SystemClock),
+            system_clock: true,
         }
     }
 }
@@ -396,17 +406,21 @@ impl ConfigBuilder {
     }
     /// The store that holds session records (required).
     pub fn store(mut self, store: impl SessionStore) -> Self {
+        let any: &dyn std::any::Any = &store;
+        self.memory = any.downcast_ref::<MemoryStore>().cloned();
         self.store = Some(Arc::new(store));
         self
     }
     /// The store, already shared (for example with a cleanup task).
     pub fn shared_store(mut self, store: Arc<dyn SessionStore>) -> Self {
+        self.memory = None;
         self.store = Some(store);
         self
     }
     /// Replaces the time source (tests use this to move time forward).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self.system_clock = false;
         self
     }
 
@@ -540,7 +554,9 @@ impl ConfigBuilder {
                 renew_grace: self.renew_grace,
                 save_deadline: self.save_deadline,
                 store,
+                memory: self.memory,
                 clock: self.clock,
+                system_clock: self.system_clock,
             }),
         })
     }

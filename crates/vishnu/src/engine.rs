@@ -460,7 +460,7 @@ fn decode(session: &Session, state: &mut State) {
                     if config.is_expired(&record, now) {
                         telemetry::rejected(Rejected::Expired);
                     } else {
-                        state.live = Some(Live::new(id, id.store_key(), record));
+                        state.live = Some(Live::new(id, id.store_key(), Arc::new(record)));
                     }
                     state.loaded = true;
                     return;
@@ -590,7 +590,7 @@ fn invalid_cookie(error: CodecError) {
 /// What a session id names in the store right now.
 enum Found {
     /// A live session (perhaps reached through a renewal forward).
-    Live(Box<Live>),
+    Live(Live),
     /// The id was cycled away within the cycle grace window.
     Superseded,
     /// Nothing (unknown, expired, ended, or past its grace window), and why.
@@ -607,10 +607,10 @@ async fn lookup(
     read_at: &mut Option<Millis>,
 ) -> Result<Found, SessionError> {
     for _ in 0..MAX_HOPS {
-        let Some(record) = store.load(&key).await? else {
+        let (record, now) = store.load_at(&key, &*config.clock).await?;
+        let Some(record) = record else {
             return Ok(Found::Absent(Rejected::UnknownId));
         };
-        let now = config.clock.now_millis();
         *read_at = Some(now);
         // The record is consumed here, before any other await: kept across
         // one, it would sit in every load's future.
@@ -642,7 +642,7 @@ enum Step {
 }
 
 /// [`lookup`]'s decision on the record read under `id` at `now`.
-fn step(config: &Runtime, id: SessionId, key: StoreKey, record: Record, now: Millis) -> Step {
+fn step(config: &Runtime, id: SessionId, key: StoreKey, record: Arc<Record>, now: Millis) -> Step {
     let Some(moved) = &record.moved else {
         if config.is_expired(&record, now) {
             return Step::Expired(key);
@@ -753,13 +753,13 @@ async fn reload(
             session.state().live = Some(Live::new(live_id, key.clone(), fresh));
             Ok(())
         }
-        Some(fresh) => match fresh.moved {
+        Some(fresh) => match &fresh.moved {
             Some(Moved {
                 reason: MoveReason::Renew,
                 to: Some(to),
                 ..
             }) => {
-                let Some(next) = forward::open(&live_id, &to) else {
+                let Some(next) = forward::open(&live_id, to) else {
                     return Err(gone(session));
                 };
                 match lookup(config, store, next, next.store_key(), &mut None).await? {
@@ -867,6 +867,7 @@ pub(crate) async fn persist(
             }
             None => None,
         };
+        let record = Arc::new(record);
         let persistent = matches!(timeout, Timeout::Seconds(_));
 
         let Some(store) = server else {
@@ -883,7 +884,7 @@ pub(crate) async fn persist(
                 (Some(_), Write::Save) => {}
                 (Some(_), w) => telemetry::id_changed(w == Write::Renew),
             }
-            let Live { id, key, record } = *candidate;
+            let Live { id, key, record } = candidate;
             commit(session, id, key, record, true);
             return Ok(new_value);
         };
@@ -908,7 +909,7 @@ pub(crate) async fn persist(
             if bind && !Box::pin(list(config, &record, &key, false)).await? {
                 return Err(gone(session));
             }
-            match store.save(&key, &record, live_version).await? {
+            match store.save_at(&key, &record, live_version, now).await? {
                 SaveOutcome::Saved => {
                     let dirty = persistent || sets_timeout;
                     commit(session, live_id, key, record, dirty);
@@ -949,7 +950,7 @@ async fn change_id(
     session: &Session,
     store: &Metered,
     write: Write,
-    mut record: Record,
+    mut record: Arc<Record>,
     old: (SessionId, StoreKey, u64),
     now: Millis,
     bind: bool,
@@ -963,10 +964,12 @@ async fn change_id(
     };
     let new_id = SessionId::generate().map_err(|_| SessionError::Random)?;
     let new_key = new_id.store_key();
-    let forgotten = record.from.take();
-    record.version = 1;
-    record.id_at = Some(now);
-    record.from = Some(key.as_str().to_owned());
+    // The draft's own record, not yet shared: changed in place.
+    let draft = Arc::make_mut(&mut record);
+    let forgotten = draft.from.take();
+    draft.version = 1;
+    draft.id_at = Some(now);
+    draft.from = Some(key.as_str().to_owned());
     if !store.create(&new_key, &record).await? {
         tracing::warn!("session id collision on create: drawing another id");
         return Ok(false);
@@ -1002,7 +1005,7 @@ async fn change_id(
         until.saturating_add(MOVED_KEEP),
         live_version.wrapping_add(1),
     );
-    let outcome = store.save(&key, &forward, live_version).await;
+    let outcome = store.save(&key, &Arc::new(forward), live_version).await;
     match outcome {
         Ok(SaveOutcome::Saved) => {
             tracing::debug!(old = %key, ?reason, "session id changed");
@@ -1076,9 +1079,14 @@ async fn discard(store: &Metered, key: &StoreKey) {
 }
 
 /// Makes a written record the session's state and clears the request's
-/// changes. Under the same id the record goes into the state's `Live` in
-/// place, rather than into a new box that replaces it.
-fn commit(session: &Session, id: SessionId, key: StoreKey, record: Record, cookie_dirty: bool) {
+/// changes.
+fn commit(
+    session: &Session,
+    id: SessionId,
+    key: StoreKey,
+    record: Arc<Record>,
+    cookie_dirty: bool,
+) {
     let mut state = session.state();
     match &mut state.live {
         Some(live) if live.id == id => {
@@ -1183,7 +1191,7 @@ async fn end(
             Some(v) => v,
             None => match store.load(&key).await? {
                 None => return Ok(()),
-                Some(r) => match r.moved {
+                Some(r) => match &r.moved {
                     None => r.version,
                     Some(moved) => {
                         // Whatever its grace window: the id change raced us.
@@ -1213,7 +1221,7 @@ async fn end(
             now.saturating_add(MOVED_KEEP),
             version.wrapping_add(1),
         );
-        match store.save(&key, &tombstone, version).await? {
+        match store.save(&key, &Arc::new(tombstone), version).await? {
             SaveOutcome::Saved => {
                 store.delete(&key).await?;
                 return Ok(());
@@ -1276,8 +1284,11 @@ async fn refresh(session: &Session) {
         Ok(true) => {
             let mut state = session.state();
             if let Some(live) = &mut state.live {
-                live.record.last_access = now;
-                live.record.expires_at = new_expiry;
+                // A copy when the store still shares it: at most once per
+                // tenth of the timeout.
+                let record = Arc::make_mut(&mut live.record);
+                record.last_access = now;
+                record.expires_at = new_expiry;
             }
             state.cookie_dirty |= persistent || config.client_side();
         }

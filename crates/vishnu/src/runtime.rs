@@ -52,7 +52,11 @@ impl Runtime {
         let persistence = if store.client_side() {
             Persistence::Cookie
         } else {
-            Persistence::Server(Metered::new(store.clone()))
+            Persistence::Server(Metered::new(
+                store.clone(),
+                s.memory.clone(),
+                s.system_clock,
+            ))
         };
         Self {
             codec,

@@ -78,14 +78,14 @@ pub(crate) struct Live {
     pub(crate) id: SessionId,
     /// `id.store_key()`, computed once (it is a SHA-256).
     pub(crate) key: StoreKey,
-    pub(crate) record: Record,
+    /// Shared, not copied: with the [`MemoryStore`](crate::MemoryStore), the
+    /// very record the store holds; a save writes a new one.
+    pub(crate) record: Arc<Record>,
 }
 
 impl Live {
-    /// Boxed: a `Live` is a few hundred bytes, and it passes through several
-    /// frames on its way into the session's state; each would copy it whole.
-    pub(crate) fn new(id: SessionId, key: StoreKey, record: Record) -> Box<Self> {
-        Box::new(Self { id, key, record })
+    pub(crate) fn new(id: SessionId, key: StoreKey, record: Arc<Record>) -> Self {
+        Self { id, key, record }
     }
 }
 
@@ -143,7 +143,7 @@ pub(crate) struct State {
     /// Where that cookie's value sits in the request's `Cookie` headers: the
     /// header's index and the value's byte range (server-side stores only).
     pub(crate) incoming_at: Option<(usize, std::ops::Range<usize>)>,
-    pub(crate) live: Option<Box<Live>>,
+    pub(crate) live: Option<Live>,
     /// The clock when the session was read (ms since the epoch): the
     /// request's one reading, reused when it ends with no store I/O.
     pub(crate) read_at: Option<Millis>,
@@ -248,7 +248,7 @@ impl State {
         let timeout = self.timeout(default_timeout);
         let (live, mut record) = match &self.live {
             Some(l) => {
-                let mut r = l.record.clone();
+                let mut r = Record::clone(&l.record);
                 r.version = l.record.version.wrapping_add(1);
                 r.last_access = now;
                 r.expires_at = expires_at(r.created_at, now, timeout);
@@ -335,9 +335,9 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn live(id: u8) -> Box<Live> {
+    fn live(id: u8) -> Live {
         let id = SessionId::from_bytes([id; crate::id::ID_LEN]);
-        Live::new(id, id.store_key(), Record::new(Map::new(), 0, 1))
+        Live::new(id, id.store_key(), Arc::new(Record::new(Map::new(), 0, 1)))
     }
 
     #[test]
@@ -399,10 +399,16 @@ mod tests {
     #[test]
     fn a_save_writes_the_delta_over_the_stored_record_at_the_next_version() {
         let mut l = live(1);
-        l.record.data.insert("kept".into(), json!(1));
-        l.record.data.insert("gone".into(), json!(2));
-        l.record.data.insert("changed".into(), json!(4));
-        l.record.version = 7;
+        Arc::make_mut(&mut l.record)
+            .data
+            .insert("kept".into(), json!(1));
+        Arc::make_mut(&mut l.record)
+            .data
+            .insert("gone".into(), json!(2));
+        Arc::make_mut(&mut l.record)
+            .data
+            .insert("changed".into(), json!(4));
+        Arc::make_mut(&mut l.record).version = 7;
         let mut state = State {
             live: Some(l),
             ..State::default()
@@ -436,7 +442,7 @@ mod tests {
         assert_eq!(d.record.handle.as_deref(), Some("handle-1"));
         // The same user again keeps the handle; another user gets a new one.
         let mut l = live(1);
-        l.record = d.record;
+        l.record = Arc::new(d.record);
         state.live = Some(l);
         assert!(!draft(&state, 0).binds);
         state.pending.user = Some("bob".into());
@@ -448,8 +454,12 @@ mod tests {
     #[test]
     fn the_view_is_the_delta_over_the_stored_data() {
         let mut l = live(1);
-        l.record.data.insert("a".into(), json!(1));
-        l.record.data.insert("b".into(), json!(2));
+        Arc::make_mut(&mut l.record)
+            .data
+            .insert("a".into(), json!(1));
+        Arc::make_mut(&mut l.record)
+            .data
+            .insert("b".into(), json!(2));
         let mut state = State {
             live: Some(l),
             ..State::default()

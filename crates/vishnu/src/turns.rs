@@ -20,8 +20,13 @@ use crate::id::StoreKey;
 const SHARDS: usize = 1024;
 
 /// The sessions of one shard that are writing: each one's key digest bits
-/// and lock.
-type Shard = Vec<(u64, Arc<AsyncMutex<()>>)>;
+/// and lock; and one lock nobody holds, kept for the next write, so that an
+/// uncontended save allocates none.
+#[derive(Default)]
+struct Shard {
+    writing: Vec<(u64, Arc<AsyncMutex<()>>)>,
+    spare: Option<Arc<AsyncMutex<()>>>,
+}
 
 /// The turns of every session this process is writing.
 pub(crate) struct Turns {
@@ -47,7 +52,14 @@ impl Drop for Ticket<'_> {
         let mut shard = self.turns.shard(self.digest);
         // The shard's copy and this one: nobody else holds or waits.
         if Arc::strong_count(&self.lock) == 2 {
-            shard.retain(|(_, lock)| !Arc::ptr_eq(lock, &self.lock));
+            shard
+                .writing
+                .retain(|(_, lock)| !Arc::ptr_eq(lock, &self.lock));
+            // Unlocked (a turn releases its guard before its ticket) and
+            // referenced by nobody else: safe to hand to the next writer.
+            if shard.spare.is_none() {
+                shard.spare = Some(self.lock.clone());
+            }
         }
     }
 }
@@ -55,7 +67,7 @@ impl Drop for Ticket<'_> {
 impl Default for Turns {
     fn default() -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(Vec::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
         }
     }
 }
@@ -73,11 +85,14 @@ impl Turns {
     pub(crate) fn ticket(&self, key: &StoreKey) -> Ticket<'_> {
         let digest = key.digest_bits();
         let mut shard = self.shard(digest);
-        let lock = match shard.iter().find(|(d, _)| *d == digest) {
+        let lock = match shard.writing.iter().find(|(d, _)| *d == digest) {
             Some((_, lock)) => lock.clone(),
             None => {
-                let lock = Arc::new(AsyncMutex::new(()));
-                shard.push((digest, lock.clone()));
+                let lock = shard
+                    .spare
+                    .take()
+                    .unwrap_or_else(|| Arc::new(AsyncMutex::new(())));
+                shard.writing.push((digest, lock.clone()));
                 lock
             }
         };
@@ -141,7 +156,7 @@ mod tests {
     }
 
     fn entries(turns: &Turns, key: &StoreKey) -> usize {
-        turns.shard(key.digest_bits()).len()
+        turns.shard(key.digest_bits()).writing.len()
     }
 
     #[test]
@@ -159,6 +174,21 @@ mod tests {
         let again = turns.try_take(&a).ok().expect("a's turn is free again");
         drop((again, other));
         assert_eq!(entries(&turns, &a), 0, "no entry outlives its writes");
+    }
+
+    #[test]
+    fn a_finished_writes_lock_serves_the_next_write_of_its_shard() {
+        let turns = Turns::default();
+        let (a, b) = neighbours();
+        let first = turns.try_take(&a).ok().expect("free");
+        // Its address only: a copy of the `Arc` would keep the lock in use.
+        let lock = Arc::as_ptr(&first._ticket.lock);
+        drop(first);
+        let second = turns.try_take(&b).ok().expect("the kept lock is free");
+        assert_eq!(Arc::as_ptr(&second._ticket.lock), lock, "no new lock");
+        let third = turns.try_take(&a).ok().expect("a does not wait for b");
+        assert_ne!(Arc::as_ptr(&third._ticket.lock), lock, "b's lock is b's");
+        assert_eq!(entries(&turns, &a), 2);
     }
 
     #[tokio::test]

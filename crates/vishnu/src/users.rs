@@ -23,6 +23,7 @@
 //! Listing reads the index and each listed key (1 + n round trips), drops
 //! what has expired or moved, and prunes those keys from the index.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -128,7 +129,7 @@ async fn change_index<T>(
         let (mut record, expected) = match stored {
             Some(r) => {
                 let v = r.version;
-                (r, Some(v))
+                (Arc::unwrap_or_clone(r), Some(v))
             }
             None => {
                 // The index belongs to the user: stores that evict (the memory
@@ -147,9 +148,9 @@ async fn change_index<T>(
         let written = match expected {
             Some(v) => {
                 record.version = v.wrapping_add(1);
-                store.save(&key, &record, v).await? == SaveOutcome::Saved
+                store.save(&key, &Arc::new(record), v).await? == SaveOutcome::Saved
             }
-            None => store.create(&key, &record).await?,
+            None => store.create(&key, &Arc::new(record)).await?,
         };
         if written {
             return Ok(result);

@@ -39,11 +39,16 @@ struct Inner {
     shards: Vec<Mutex<Shard>>,
     per_shard_capacity: Option<usize>,
     clock: Arc<dyn Clock>,
+    /// `clock` is the [`SystemClock`]: the engine, on the same clock, may
+    /// pass its own reading instead of this store taking another.
+    system_clock: bool,
 }
 
 /// A record and when it was last used (a per-shard sequence number).
 struct Entry {
-    record: Record,
+    /// Shared with the requests that read it: a read takes a reference,
+    /// not a copy, and a save hands over the record it built.
+    record: Arc<Record>,
     used: u64,
 }
 
@@ -108,7 +113,7 @@ impl Shard {
     }
 
     /// Inserts or replaces `key`'s record, as just used.
-    fn put(&mut self, key: &StoreKey, record: Record) {
+    fn put(&mut self, key: &StoreKey, record: Arc<Record>) {
         self.remove(key);
         let used = self.next_use();
         if self.ordered {
@@ -120,7 +125,7 @@ impl Shard {
     /// Replaces the record of a `key` the shard holds, as just used: the
     /// entry and its key stay where they are (no copy of the key, no
     /// rehash); only its place in the LRU order moves.
-    fn replace(&mut self, key: &StoreKey, record: Record) {
+    fn replace(&mut self, key: &StoreKey, record: Arc<Record>) {
         let used = self.next_use();
         let Some(entry) = self.records.get_mut(key) else {
             self.put(key, record);
@@ -135,7 +140,7 @@ impl Shard {
         }
     }
 
-    fn remove(&mut self, key: &StoreKey) -> Option<Record> {
+    fn remove(&mut self, key: &StoreKey) -> Option<Arc<Record>> {
         let entry = self.records.remove(key)?;
         if self.ordered {
             self.order(entry.record.user.is_some()).remove(&entry.used);
@@ -184,7 +189,7 @@ impl Shard {
         }
     }
 
-    fn live(&self, key: &StoreKey, now: Millis) -> Option<&Record> {
+    fn live(&self, key: &StoreKey, now: Millis) -> Option<&Arc<Record>> {
         self.records
             .get(key)
             .map(|e| &e.record)
@@ -229,11 +234,17 @@ impl MemoryStore {
                 shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
                 per_shard_capacity: None,
                 clock: Arc::new(SystemClock),
+                system_clock: true,
             }),
         }
     }
 
-    fn rebuild(&self, per_shard_capacity: Option<usize>, clock: Arc<dyn Clock>) -> Self {
+    fn rebuild(
+        &self,
+        per_shard_capacity: Option<usize>,
+        clock: Arc<dyn Clock>,
+        system_clock: bool,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 shards: (0..SHARDS)
@@ -246,6 +257,7 @@ impl MemoryStore {
                     .collect(),
                 per_shard_capacity,
                 clock,
+                system_clock,
             }),
         }
     }
@@ -256,13 +268,17 @@ impl MemoryStore {
     #[must_use]
     pub fn with_capacity(self, capacity: usize) -> Self {
         let per_shard = capacity.div_ceil(SHARDS).max(1);
-        self.rebuild(Some(per_shard), self.inner.clock.clone())
+        self.rebuild(
+            Some(per_shard),
+            self.inner.clock.clone(),
+            self.inner.system_clock,
+        )
     }
 
     /// Uses another clock for eviction (tests). Call before sharing the store.
     #[must_use]
     pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self {
-        self.rebuild(self.inner.per_shard_capacity, clock)
+        self.rebuild(self.inner.per_shard_capacity, clock, false)
     }
 
     /// The number of records held, expired ones not yet evicted included.
@@ -288,6 +304,11 @@ impl MemoryStore {
     fn now(&self) -> Millis {
         self.inner.clock.now_millis()
     }
+
+    /// Whether this store reads the [`SystemClock`] (no `with_clock`).
+    pub(crate) fn on_system_clock(&self) -> bool {
+        self.inner.system_clock
+    }
 }
 
 fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
@@ -296,29 +317,34 @@ fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-#[async_trait]
-impl SessionStore for MemoryStore {
-    fn kind(&self) -> &'static str {
-        "memory"
+impl MemoryStore {
+    /// [`SessionStore::load`], sharing the stored record instead of copying
+    /// it. The engine calls this (and the other `*_shared` methods) directly:
+    /// no boxed future, no copy of the record on a read, none on a save.
+    pub(crate) fn load_shared(&self, key: &StoreKey) -> Option<Arc<Record>> {
+        self.load_shared_at(key, self.now())
     }
-    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
-        let now = self.now();
+
+    /// [`load_shared`](Self::load_shared) at `now`, a reading of this
+    /// store's clock that the caller took.
+    pub(crate) fn load_shared_at(&self, key: &StoreKey, now: Millis) -> Option<Arc<Record>> {
         let mut shard = self.shard(key);
         shard.sweep(now);
         let found = shard.live(key, now).cloned();
         if found.is_some() {
             shard.used(key);
         }
-        Ok(found)
+        found
     }
 
-    async fn create(&self, key: &StoreKey, record: &Record) -> Result<bool, StoreError> {
+    /// [`SessionStore::create`], keeping `record` itself.
+    pub(crate) fn create_shared(&self, key: &StoreKey, record: &Arc<Record>) -> bool {
         let now = self.now();
         let capacity = self.inner.per_shard_capacity;
         let mut shard = self.shard(key);
         shard.sweep(now);
         if shard.live(key, now).is_some() {
-            return Ok(false);
+            return false;
         }
         if let Some(cap) = capacity {
             while shard.records.len() >= cap {
@@ -331,7 +357,86 @@ impl SessionStore for MemoryStore {
             }
         }
         shard.put(key, record.clone());
-        Ok(true)
+        true
+    }
+
+    /// [`SessionStore::save`], keeping `record` itself.
+    pub(crate) fn save_shared(
+        &self,
+        key: &StoreKey,
+        record: &Arc<Record>,
+        expected_version: u64,
+    ) -> SaveOutcome {
+        self.save_shared_at(key, record, expected_version, self.now())
+    }
+
+    /// [`save_shared`](Self::save_shared) at `now`, a reading of this
+    /// store's clock that the caller took.
+    pub(crate) fn save_shared_at(
+        &self,
+        key: &StoreKey,
+        record: &Arc<Record>,
+        expected_version: u64,
+        now: Millis,
+    ) -> SaveOutcome {
+        let mut shard = self.shard(key);
+        match shard.records.get(key).map(|e| &e.record) {
+            Some(stored) if !stored.is_expired(now) => {
+                if stored.version != expected_version {
+                    return SaveOutcome::Conflict;
+                }
+                shard.replace(key, record.clone());
+                SaveOutcome::Saved
+            }
+            Some(_) => {
+                shard.remove(key);
+                SaveOutcome::Missing
+            }
+            None => SaveOutcome::Missing,
+        }
+    }
+
+    /// [`SessionStore::delete`].
+    pub(crate) fn delete_now(&self, key: &StoreKey) {
+        self.shard(key).remove(key);
+    }
+
+    /// [`SessionStore::touch`].
+    pub(crate) fn touch_now(
+        &self,
+        key: &StoreKey,
+        last_access: Millis,
+        expires_at: Millis,
+    ) -> bool {
+        let now = self.now();
+        let mut shard = self.shard(key);
+        match shard.records.get_mut(key).map(|e| &mut e.record) {
+            Some(stored) if !stored.is_expired(now) => {
+                // Neither moves backwards: a late touch from an older request
+                // must not undo a longer timeout another request just saved.
+                // A request still holding the record keeps its own copy.
+                let stored = Arc::make_mut(stored);
+                stored.last_access = stored.last_access.max(last_access);
+                stored.expires_at = stored.expires_at.max(expires_at);
+                shard.used(key);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
+        Ok(self.load_shared(key).map(|r| (*r).clone()))
+    }
+
+    async fn create(&self, key: &StoreKey, record: &Record) -> Result<bool, StoreError> {
+        Ok(self.create_shared(key, &Arc::new(record.clone())))
     }
 
     async fn save(
@@ -340,26 +445,11 @@ impl SessionStore for MemoryStore {
         record: &Record,
         expected_version: u64,
     ) -> Result<SaveOutcome, StoreError> {
-        let now = self.now();
-        let mut shard = self.shard(key);
-        match shard.records.get(key).map(|e| &e.record) {
-            Some(stored) if !stored.is_expired(now) => {
-                if stored.version != expected_version {
-                    return Ok(SaveOutcome::Conflict);
-                }
-                shard.replace(key, record.clone());
-                Ok(SaveOutcome::Saved)
-            }
-            Some(_) => {
-                shard.remove(key);
-                Ok(SaveOutcome::Missing)
-            }
-            None => Ok(SaveOutcome::Missing),
-        }
+        Ok(self.save_shared(key, &Arc::new(record.clone()), expected_version))
     }
 
     async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
-        self.shard(key).remove(key);
+        self.delete_now(key);
         Ok(())
     }
 
@@ -369,19 +459,7 @@ impl SessionStore for MemoryStore {
         last_access: Millis,
         expires_at: Millis,
     ) -> Result<bool, StoreError> {
-        let now = self.now();
-        let mut shard = self.shard(key);
-        match shard.records.get_mut(key).map(|e| &mut e.record) {
-            Some(stored) if !stored.is_expired(now) => {
-                // Neither moves backwards: a late touch from an older request
-                // must not undo a longer timeout another request just saved.
-                stored.last_access = stored.last_access.max(last_access);
-                stored.expires_at = stored.expires_at.max(expires_at);
-                shard.used(key);
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
+        Ok(self.touch_now(key, last_access, expires_at))
     }
 
     async fn delete_expired(

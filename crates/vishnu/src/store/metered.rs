@@ -2,12 +2,19 @@
 //! through it, and with the `metrics` feature each is timed into
 //! `vishnu_store_seconds`. The timing wraps the store's own future in place,
 //! so a call allocates nothing beyond what the store itself does.
+//!
+//! Records pass through it shared (`Arc<Record>`). The [`MemoryStore`] keeps
+//! them that way: the engine calls it directly, with no boxed future, and a
+//! read or a save copies no record. Any other store gets and gives owned
+//! records through [`SessionStore`], as its trait says.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::clock::Clock;
 use crate::id::StoreKey;
 use crate::record::{Millis, Record};
+use crate::store::memory::MemoryStore;
 use crate::store::{Cleanup, SaveOutcome, SessionStore, StoreError};
 
 /// A server store, as the engine calls it: through `*self.store`, not the
@@ -15,6 +22,11 @@ use crate::store::{Cleanup, SaveOutcome, SessionStore, StoreError};
 /// more.
 pub(crate) struct Metered {
     store: Arc<dyn SessionStore>,
+    /// The same store, when it is a [`MemoryStore`]: called directly.
+    memory: Option<MemoryStore>,
+    /// The engine and the memory store both read the system clock: a load
+    /// takes one reading for both.
+    one_clock: bool,
     #[cfg(feature = "metrics")]
     keys: [metrics::Key; 6],
 }
@@ -77,11 +89,19 @@ mod timing {
 }
 
 impl Metered {
-    pub(crate) fn new(store: Arc<dyn SessionStore>) -> Self {
+    /// `memory` is `store` itself when that is a [`MemoryStore`];
+    /// `system_clock`, whether the engine reads the [`SystemClock`](crate::SystemClock).
+    pub(crate) fn new(
+        store: Arc<dyn SessionStore>,
+        memory: Option<MemoryStore>,
+        system_clock: bool,
+    ) -> Self {
         Self {
             #[cfg(feature = "metrics")]
             keys: timing::keys(store.kind()),
             store,
+            one_clock: system_clock && memory.as_ref().is_some_and(MemoryStore::on_system_clock),
+            memory,
         }
     }
 
@@ -98,30 +118,104 @@ impl Metered {
         call.await
     }
 
+    /// [`SessionStore::load`], and `clock`'s reading when the record was
+    /// read: after a server's answer; with the memory store, the one reading
+    /// the store checks expiry against too, when both read the system clock.
+    pub(crate) async fn load_at(
+        &self,
+        key: &StoreKey,
+        clock: &dyn Clock,
+    ) -> Result<(Option<Arc<Record>>, Millis), StoreError> {
+        if let Some(m) = &self.memory {
+            return self
+                .timed(Op::Load, async {
+                    let now = clock.now_millis();
+                    let found = if self.one_clock {
+                        m.load_shared_at(key, now)
+                    } else {
+                        m.load_shared(key)
+                    };
+                    Ok((found, now))
+                })
+                .await;
+        }
+        let loaded = self.timed(Op::Load, (*self.store).load(key)).await?;
+        Ok((loaded.map(Arc::new), clock.now_millis()))
+    }
+
     /// [`SessionStore::load`].
-    pub(crate) async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
-        self.timed(Op::Load, (*self.store).load(key)).await
+    pub(crate) async fn load(&self, key: &StoreKey) -> Result<Option<Arc<Record>>, StoreError> {
+        if let Some(m) = &self.memory {
+            return self.timed(Op::Load, async { Ok(m.load_shared(key)) }).await;
+        }
+        let loaded = self.timed(Op::Load, (*self.store).load(key)).await?;
+        Ok(loaded.map(Arc::new))
     }
 
     /// [`SessionStore::create`].
-    pub(crate) async fn create(&self, key: &StoreKey, record: &Record) -> Result<bool, StoreError> {
+    pub(crate) async fn create(
+        &self,
+        key: &StoreKey,
+        record: &Arc<Record>,
+    ) -> Result<bool, StoreError> {
+        if let Some(m) = &self.memory {
+            return self
+                .timed(Op::Create, async { Ok(m.create_shared(key, record)) })
+                .await;
+        }
         self.timed(Op::Create, (*self.store).create(key, record))
             .await
+    }
+
+    /// [`SessionStore::save`] of a record drafted at `now`, a reading of the
+    /// engine's clock: the memory store checks expiry against it when both
+    /// read the system clock, rather than reading the clock again.
+    pub(crate) async fn save_at(
+        &self,
+        key: &StoreKey,
+        record: &Arc<Record>,
+        expected_version: u64,
+        now: Millis,
+    ) -> Result<SaveOutcome, StoreError> {
+        match &self.memory {
+            Some(m) if self.one_clock => {
+                self.timed(Op::Save, async {
+                    Ok(m.save_shared_at(key, record, expected_version, now))
+                })
+                .await
+            }
+            _ => self.save(key, record, expected_version).await,
+        }
     }
 
     /// [`SessionStore::save`].
     pub(crate) async fn save(
         &self,
         key: &StoreKey,
-        record: &Record,
+        record: &Arc<Record>,
         expected_version: u64,
     ) -> Result<SaveOutcome, StoreError> {
+        if let Some(m) = &self.memory {
+            return self
+                .timed(Op::Save, async {
+                    Ok(m.save_shared(key, record, expected_version))
+                })
+                .await;
+        }
         self.timed(Op::Save, (*self.store).save(key, record, expected_version))
             .await
     }
 
     /// [`SessionStore::delete`].
     pub(crate) async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
+        if let Some(m) = &self.memory {
+            return self
+                .timed(Op::Delete, async {
+                    m.delete_now(key);
+                    Ok(())
+                })
+                .await;
+        }
         self.timed(Op::Delete, (*self.store).delete(key)).await
     }
 
@@ -132,6 +226,13 @@ impl Metered {
         last_access: Millis,
         expires_at: Millis,
     ) -> Result<bool, StoreError> {
+        if let Some(m) = &self.memory {
+            return self
+                .timed(Op::Touch, async {
+                    Ok(m.touch_now(key, last_access, expires_at))
+                })
+                .await;
+        }
         self.timed(Op::Touch, (*self.store).touch(key, last_access, expires_at))
             .await
     }
