@@ -6,7 +6,7 @@
 //! conflict, which cookie to send.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
 use http::HeaderValue;
@@ -263,9 +263,10 @@ impl Engine {
                 session.state().pending = Pending::default();
             } else if config.auto_save {
                 let write = if renew { Write::Renew } else { Write::Save };
-                // Boxed: the save's future is large, and inline it would make
-                // every request's finish (a read's too) that large to move.
-                match Box::pin(persist(session, None, write)).await {
+                // Inline: the fronts box a finish only when it has I/O to
+                // do (`ready_update` answers the rest), so a read never
+                // moves this future; a save allocates one box, not two.
+                match persist(session, None, write).await {
                     Ok(_) => {
                         renewed = renew;
                         saved = true;
@@ -671,14 +672,17 @@ async fn delete_expired(store: &Metered, key: &StoreKey) {
     }
 }
 
-/// Loads the stored record the cookie points to, once per request.
-pub(crate) async fn ensure_loaded(session: &Session) -> Result<(), SessionError> {
+/// Loads the stored record the cookie points to, once per request; returns
+/// the session's state, locked (the caller reads it without locking again).
+pub(crate) async fn ensure_loaded(
+    session: &Session,
+) -> Result<MutexGuard<'_, State>, SessionError> {
     let config = &*session.inner.rt;
     let store = config.server();
     let (store, id, key) = {
         let mut state = session.state();
         if state.loaded {
-            return Ok(());
+            return Ok(state);
         }
         decode(session, &mut state);
         match (store, state.incoming) {
@@ -686,7 +690,7 @@ pub(crate) async fn ensure_loaded(session: &Session) -> Result<(), SessionError>
             // The cookie store decoded the record with the cookie; no id, nothing to load.
             _ => {
                 state.loaded = true;
-                return Ok(());
+                return Ok(state);
             }
         }
     };
@@ -694,7 +698,7 @@ pub(crate) async fn ensure_loaded(session: &Session) -> Result<(), SessionError>
     let found = lookup(config, store, id, key, &mut read_at).await?;
     let mut state = session.state();
     if state.loaded {
-        return Ok(());
+        return Ok(state);
     }
     state.loaded = true;
     state.read_at = read_at;
@@ -712,7 +716,7 @@ pub(crate) async fn ensure_loaded(session: &Session) -> Result<(), SessionError>
             tracing::debug!("session id unknown to the store: a new id will be issued");
         }
     }
-    Ok(())
+    Ok(state)
 }
 
 /// Whether the session's id is due for renewal.
@@ -798,7 +802,7 @@ pub(crate) async fn persist(
     if !session.state().loaded {
         // Boxed: most saves follow a read, and the load's future inline
         // would make every save's larger.
-        Box::pin(ensure_loaded(session)).await?;
+        drop(Box::pin(ensure_loaded(session)).await?);
     }
     if session.state().superseded {
         return Err(SessionError::Superseded);
@@ -1143,7 +1147,7 @@ pub(crate) async fn terminate(session: &Session) -> Result<(), SessionError> {
     let config = &*session.inner.rt;
     decode(session, &mut session.state());
     if let Some(store) = config.server() {
-        ensure_loaded(session).await?;
+        drop(ensure_loaded(session).await?);
         let (superseded, live) = {
             let state = session.state();
             let live = state

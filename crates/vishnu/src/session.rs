@@ -5,6 +5,8 @@
 //! that never uses its session costs no store I/O and sends no cookie.
 //! The data behind the handle is in [`crate::state`]; the store I/O in [`crate::engine`].
 
+use std::sync::MutexGuard;
+
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -14,11 +16,12 @@ use crate::engine::{self, Write};
 use crate::error::SessionError;
 use crate::id::StoreKey;
 pub use crate::state::Session;
-use crate::state::{view, view_ref};
+use crate::state::{view, view_ref, State};
 use crate::users::{self, SessionInfo};
 
 impl Session {
-    async fn loaded(&self) -> Result<(), SessionError> {
+    /// The state, loaded, and locked for the caller.
+    async fn loaded(&self) -> Result<MutexGuard<'_, State>, SessionError> {
         self.mark_used();
         engine::ensure_loaded(self).await
     }
@@ -28,9 +31,8 @@ impl Session {
     /// # Errors
     /// A store error while loading, or a value of another type.
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
-        self.loaded().await?;
         // Deserialized from the stored value in place, not from a copy of it.
-        let state = self.state();
+        let state = self.loaded().await?;
         let Some(value) = view_ref(&state, key) else {
             return Ok(None);
         };
@@ -47,8 +49,7 @@ impl Session {
     /// # Errors
     /// A store error while loading.
     pub async fn get_value(&self, key: &str) -> Result<Option<Value>, SessionError> {
-        self.loaded().await?;
-        Ok(view(&self.state(), key))
+        Ok(view(&*self.loaded().await?, key))
     }
 
     /// Whether `key` has a value.
@@ -56,8 +57,7 @@ impl Session {
     /// # Errors
     /// A store error while loading.
     pub async fn contains(&self, key: &str) -> Result<bool, SessionError> {
-        self.loaded().await?;
-        Ok(view(&self.state(), key).is_some())
+        Ok(view(&*self.loaded().await?, key).is_some())
     }
 
     /// All keys that have a value, sorted.
@@ -76,8 +76,7 @@ impl Session {
     /// # Errors
     /// A store error while loading.
     pub async fn entries(&self) -> Result<Map<String, Value>, SessionError> {
-        self.loaded().await?;
-        let state = self.state();
+        let state = self.loaded().await?;
         let mut data = match (&state.live, state.pending.cleared) {
             (Some(live), false) => live.record.data.clone(),
             _ => Map::new(),
@@ -113,9 +112,8 @@ impl Session {
     /// # Errors
     /// A store error while loading, or a previous value of another type.
     pub async fn remove<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
-        self.loaded().await?;
         let old = {
-            let mut state = self.state();
+            let mut state = self.loaded().await?;
             let old = view(&state, key);
             state.pending.changes.insert(key.to_owned(), None);
             old
@@ -265,8 +263,7 @@ impl Session {
     /// # Errors
     /// A store error while loading.
     pub async fn user(&self) -> Result<Option<String>, SessionError> {
-        self.loaded().await?;
-        let state = self.state();
+        let state = self.loaded().await?;
         Ok(state
             .pending
             .user
@@ -287,9 +284,9 @@ impl Session {
     /// # Errors
     /// A store error while loading.
     pub async fn handle(&self) -> Result<Option<String>, SessionError> {
-        self.loaded().await?;
         Ok(self
-            .state()
+            .loaded()
+            .await?
             .live
             .as_ref()
             .and_then(|l| l.record.handle.clone()))
@@ -356,8 +353,7 @@ impl Session {
     /// The stored user (pending bindings are not listed yet) and store key.
     async fn bound(&self) -> Result<(Option<String>, Option<StoreKey>), SessionError> {
         self.inner.rt.server_store()?;
-        self.loaded().await?;
-        let state = self.state();
+        let state = self.loaded().await?;
         Ok(match &state.live {
             Some(l) => (l.record.user.clone(), Some(l.key.clone())),
             None => (None, None),

@@ -79,7 +79,8 @@ impl std::hash::BuildHasher for KeyHash {
     }
 }
 
-/// Hashes a [`StoreKey`] to its digest bits (`StoreKey`'s `Hash` writes its text).
+/// Hashes a [`StoreKey`] to its digest bits, which `StoreKey`'s `Hash`
+/// writes as one `u64`.
 #[derive(Default)]
 struct KeyHasher {
     hash: u64,
@@ -89,10 +90,13 @@ impl std::hash::Hasher for KeyHasher {
     fn finish(&self) -> u64 {
         self.hash
     }
+    fn write_u64(&mut self, bits: u64) {
+        self.hash = bits;
+    }
     fn write(&mut self, bytes: &[u8]) {
-        // `str`'s Hash writes the text, then a terminator byte: keep the text's bits.
-        if bytes.len() > 1 {
-            self.hash = crate::id::digest_bits(bytes);
+        // Not reached for a `StoreKey`; any other bytes still hash.
+        for &b in bytes {
+            self.hash = self.hash.rotate_left(8) ^ u64::from(b);
         }
     }
 }
