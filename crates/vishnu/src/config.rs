@@ -405,13 +405,20 @@ impl ConfigBuilder {
         self
     }
     /// The store that holds session records (required).
+    ///
+    /// A [`MemoryStore`] given here is called directly: a request shares
+    /// the record the store holds instead of copying it, and a save hands
+    /// the store the record it wrote.
     pub fn store(mut self, store: impl SessionStore) -> Self {
         let any: &dyn std::any::Any = &store;
         self.memory = any.downcast_ref::<MemoryStore>().cloned();
         self.store = Some(Arc::new(store));
         self
     }
-    /// The store, already shared (for example with a cleanup task).
+    /// The store, already shared (for example with a cleanup task). It is
+    /// called through [`SessionStore`] whatever it is: give a
+    /// [`MemoryStore`] to [`store`](Self::store) (it is cheap to clone, and
+    /// clones share their records) to have it called directly.
     pub fn shared_store(mut self, store: Arc<dyn SessionStore>) -> Self {
         self.memory = None;
         self.store = Some(store);
